@@ -1,0 +1,292 @@
+package postgres
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/jetcqrs/jetcqrs/domain"
+)
+
+// Meta is what a command carries besides its own fields.
+type Meta struct {
+	Actor domain.Actor
+	// ExpectedVersion, when set, is the If-Match version the aggregate must have.
+	ExpectedVersion *int64
+	// IdempotencyKey, when set, makes the command replay-safe: the first
+	// successful result is stored and returned for every retry with the same
+	// key and RequestHash.
+	IdempotencyKey string
+	// RequestHash identifies the request the key was first used with.
+	RequestHash []byte
+	// TraceParent is the W3C trace context stored with the events.
+	TraceParent string
+}
+
+// Result is what a successful command returns and what an idempotent replay
+// returns again, byte for byte. Exactly one of Order, Product, Inventory is set.
+type Result struct {
+	AggregateType string                  `json:"aggregate_type"`
+	AggregateID   string                  `json:"aggregate_id"`
+	Version       int64                   `json:"version"`
+	Order         *domain.OrderSnapshot   `json:"order,omitempty"`
+	Product       *domain.ProductSnapshot `json:"product,omitempty"`
+	Inventory     *domain.InventoryLevels `json:"inventory,omitempty"`
+	// Replayed is true when the result comes from a stored idempotency record.
+	Replayed bool `json:"-"`
+}
+
+// Hooks let tests inject faults at the points where a crash or an error is the
+// most dangerous. Production code leaves them nil.
+type Hooks struct {
+	// AfterWrite runs inside the transaction after state and outbox rows are
+	// written and before commit; an error rolls everything back.
+	AfterWrite func(ctx context.Context, tx pgx.Tx, command string) error
+}
+
+// Store runs commands against the write store.
+type Store struct {
+	pool  *pgxpool.Pool
+	now   func() time.Time
+	hooks Hooks
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithClock sets the clock (tests).
+func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
+// WithHooks sets fault-injection hooks (tests).
+func WithHooks(h Hooks) Option { return func(s *Store) { s.hooks = h } }
+
+// NewStore returns a Store over pool.
+func NewStore(pool *pgxpool.Pool, opts ...Option) *Store {
+	s := &Store{pool: pool, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Ping reports whether the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// ErrIdempotencyKeyReused is returned (as a domain error) when a key is reused
+// with another request.
+var errKeyReused = &domain.Error{Code: domain.CodeIdempotencyKeyReused,
+	Message: "this Idempotency-Key was used with a different request"}
+
+// run executes fn in one transaction with the idempotency protocol around it:
+// the key row is inserted first (a concurrent retry with the same key waits on
+// it), fn's result is stored in it, and both commit or roll back together. A
+// failed command leaves no key behind, so the client may retry it.
+func (s *Store) run(ctx context.Context, command string, meta Meta, fn func(tx pgx.Tx, w *writer) (Result, error)) (Result, error) {
+	for attempt := 0; ; attempt++ {
+		res, err := s.runOnce(ctx, command, meta, fn)
+		if err != nil && attempt < 2 && retryable(err) {
+			continue
+		}
+		return res, err
+	}
+}
+
+func (s *Store) runOnce(ctx context.Context, command string, meta Meta, fn func(tx pgx.Tx, w *writer) (Result, error)) (res Result, err error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: begin: %w", command, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
+	if meta.IdempotencyKey != "" {
+		stored, found, err := claimKey(ctx, tx, meta)
+		if err != nil {
+			return Result{}, fmt.Errorf("%s: %w", command, err)
+		}
+		if found {
+			_ = tx.Rollback(ctx)
+			stored.Replayed = true
+			return stored, nil
+		}
+	}
+	w := &writer{now: s.now().UTC().Truncate(time.Microsecond), meta: meta}
+	res, err = fn(tx, w)
+	if err != nil {
+		return Result{}, err
+	}
+	if meta.IdempotencyKey != "" {
+		body, err := json.Marshal(res)
+		if err != nil {
+			return Result{}, fmt.Errorf("%s: encode result: %w", command, err)
+		}
+		w.batch.Queue(`UPDATE idempotency_keys SET result = $3 WHERE scope = $1 AND key = $2`,
+			meta.Actor.Subject, meta.IdempotencyKey, body)
+	}
+	if err := w.flush(ctx, tx); err != nil {
+		return Result{}, fmt.Errorf("%s: write: %w", command, err)
+	}
+	if s.hooks.AfterWrite != nil {
+		if err := s.hooks.AfterWrite(ctx, tx, command); err != nil {
+			return Result{}, err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return Result{}, fmt.Errorf("%s: commit: %w", command, err)
+	}
+	return res, nil
+}
+
+// claimKey inserts the idempotency row or, when it exists, returns its stored
+// result. A row inserted by a transaction still running blocks the insert
+// until that transaction ends.
+func claimKey(ctx context.Context, tx pgx.Tx, meta Meta) (Result, bool, error) {
+	tag, err := tx.Exec(ctx, `INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3)
+		ON CONFLICT (scope, key) DO NOTHING`, meta.Actor.Subject, meta.IdempotencyKey, meta.RequestHash)
+	if err != nil {
+		return Result{}, false, fmt.Errorf("idempotency key: %w", err)
+	}
+	if tag.RowsAffected() == 1 {
+		return Result{}, false, nil
+	}
+	var hash, body []byte
+	err = tx.QueryRow(ctx, `SELECT request_hash, result FROM idempotency_keys WHERE scope = $1 AND key = $2`,
+		meta.Actor.Subject, meta.IdempotencyKey).Scan(&hash, &body)
+	if err != nil {
+		return Result{}, false, fmt.Errorf("idempotency key: %w", err)
+	}
+	if string(hash) != string(meta.RequestHash) {
+		return Result{}, false, errKeyReused
+	}
+	var res Result
+	if err := json.Unmarshal(body, &res); err != nil {
+		return Result{}, false, fmt.Errorf("idempotency key: stored result: %w", err)
+	}
+	return res, true, nil
+}
+
+// HashRequest returns the fingerprint an idempotency key is bound to.
+func HashRequest(method, path string, body []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte(method))
+	h.Write([]byte{0})
+	h.Write([]byte(path))
+	h.Write([]byte{0})
+	h.Write(body)
+	return h.Sum(nil)
+}
+
+// PruneIdempotencyKeys deletes keys older than maxAge and returns how many.
+func (s *Store) PruneIdempotencyKeys(ctx context.Context, maxAge time.Duration) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval`, maxAge)
+	if err != nil {
+		return 0, fmt.Errorf("prune idempotency keys: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// retryable reports transient conflicts worth one more attempt.
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "40001", "40P01": // serialization_failure, deadlock_detected
+			return true
+		}
+	}
+	return false
+}
+
+// writer collects a command's writes and sends them to the server in one batch.
+type writer struct {
+	now    time.Time
+	meta   Meta
+	batch  pgx.Batch
+	events []domain.Event
+}
+
+// flush queues the outbox rows and sends the batch, checking that every
+// statement touched the rows it had to.
+func (w *writer) flush(ctx context.Context, tx pgx.Tx) error {
+	if len(w.events) > 0 {
+		if err := w.queueOutbox(); err != nil {
+			return err
+		}
+	}
+	br := tx.SendBatch(ctx, &w.batch)
+	for i := 0; i < w.batch.Len(); i++ {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return err
+		}
+	}
+	return br.Close()
+}
+
+// exec queues a statement that must affect exactly want rows (want < 0: any).
+func (w *writer) exec(want int64, sql string, args ...any) {
+	w.batch.Queue(sql, args...).Exec(func(tag pgconn.CommandTag) error {
+		if want >= 0 && tag.RowsAffected() != want {
+			return fmt.Errorf("%w: statement affected %d rows, want %d", errConcurrentChange, tag.RowsAffected(), want)
+		}
+		return nil
+	})
+}
+
+var errConcurrentChange = errors.New("concurrent change")
+
+func (w *writer) emit(events ...domain.Event) { w.events = append(w.events, events...) }
+
+type outboxHeaders struct {
+	TraceParent    string `json:"traceparent,omitempty"`
+	Actor          string `json:"actor,omitempty"`
+	Role           string `json:"role,omitempty"`
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+}
+
+func (w *writer) queueOutbox() error {
+	n := len(w.events)
+	ids := make([]uuid.UUID, n)
+	aggTypes := make([]string, n)
+	aggIDs := make([]string, n)
+	versions := make([]int64, n)
+	types := make([]string, n)
+	schemas := make([]int32, n)
+	payloads := make([]string, n)
+	occurred := make([]time.Time, n)
+	hdr, err := json.Marshal(outboxHeaders{TraceParent: w.meta.TraceParent, Actor: w.meta.Actor.Subject,
+		Role: string(w.meta.Actor.Role), IdempotencyKey: w.meta.IdempotencyKey})
+	if err != nil {
+		return err
+	}
+	for i, ev := range w.events {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return err
+		}
+		body, err := json.Marshal(ev.Payload)
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", ev.Type, err)
+		}
+		ids[i], aggTypes[i], aggIDs[i], versions[i] = id, ev.AggregateType, ev.AggregateID, ev.AggregateVersion
+		types[i], schemas[i], payloads[i], occurred[i] = ev.Type, int32(ev.SchemaVersion), string(body), ev.OccurredAt
+	}
+	w.exec(int64(n), `INSERT INTO outbox_events
+		(id, aggregate_type, aggregate_id, aggregate_version, event_type, schema_version, payload, headers, occurred_at)
+		SELECT u.id, u.agg_type, u.agg_id, u.version, u.event_type, u.schema_version, u.payload::jsonb, $8::jsonb, u.occurred_at
+		FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[], $7::text[], $9::timestamptz[])
+			WITH ORDINALITY AS u(id, agg_type, agg_id, version, event_type, schema_version, payload, occurred_at, ord)
+		ORDER BY u.ord`,
+		ids, aggTypes, aggIDs, versions, types, schemas, payloads, string(hdr), occurred)
+	return nil
+}
