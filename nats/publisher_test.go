@@ -1,0 +1,353 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func TestPublisherConfigValidate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		cfg     PublisherConfig
+		wantErr string
+	}{
+		{"defaults", PublisherConfig{}, ""},
+		{"window of one", PublisherConfig{MaxInFlight: 1}, ""},
+		{"negative window", PublisherConfig{MaxInFlight: -1}, "MaxInFlight"},
+		{"partitions", PublisherConfig{Partitions: -3}, "Partitions"},
+		{"ack timeout", PublisherConfig{AckTimeout: -time.Second}, "AckTimeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			assertValidateErr(t, tt.cfg.Validate(), tt.wantErr)
+		})
+	}
+}
+
+func newPublisher(t testing.TB, js jetstream.JetStream, cfg PublisherConfig) *Publisher {
+	t.Helper()
+	if cfg.AckTimeout == 0 {
+		// Under -race on a busy machine the in-process server can take
+		// seconds to work through a full window; these tests are about
+		// order and exactly-once, not timeouts.
+		cfg.AckTimeout = 30 * time.Second
+	}
+	p, err := NewPublisher(js, cfg, testLogger(t))
+	if err != nil {
+		t.Fatalf("NewPublisher: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := p.Close(ctx); err != nil {
+			t.Errorf("Publisher.Close: %v", err)
+		}
+	})
+	return p
+}
+
+func TestPublishBatchStoresEveryEventOnceInOrder(t *testing.T) {
+	t.Parallel()
+	_, _, js := setup(t)
+	var acks []AckInfo
+	p := newPublisher(t, js, PublisherConfig{OnAck: func(a AckInfo) { acks = append(acks, a) }})
+	events := makeEvents(20_000)
+
+	acked, err := p.PublishBatch(t.Context(), events)
+	if err != nil || acked != len(events) {
+		t.Fatalf("PublishBatch = %d, %v; want %d, nil", acked, err, len(events))
+	}
+
+	stored := readStream(t, js, "EVENTS")
+	if len(stored) != len(events) {
+		t.Fatalf("stream holds %d events, want %d", len(stored), len(events))
+	}
+	for i := range events {
+		if stored[i].ID != events[i].ID {
+			t.Fatalf("stream position %d holds %s, want %s (order broken)", i, stored[i].ID, events[i].ID)
+		}
+	}
+	assertSameEvent(t, stored[123], events[123])
+
+	if len(acks) != len(events) {
+		t.Fatalf("OnAck called %d times, want %d", len(acks), len(events))
+	}
+	for i, a := range acks {
+		if a.Index != i || a.Event != &events[i] || a.Sequence != uint64(i+1) || a.Duplicate || a.AckedAt.Before(a.SentAt) {
+			t.Fatalf("ack %d = %+v", i, a)
+		}
+	}
+	st := p.Stats()
+	if st.Published != uint64(len(events)) || st.Duplicates != 0 || st.Failed != 0 || st.LastAck.IsZero() {
+		t.Fatalf("stats = %+v", st)
+	}
+}
+
+func TestPublishBatchRepublishAddsNothing(t *testing.T) {
+	t.Parallel()
+	_, _, js := setup(t)
+	dups := 0
+	p := newPublisher(t, js, PublisherConfig{OnAck: func(a AckInfo) {
+		if a.Duplicate {
+			dups++
+			if a.Sequence != uint64(a.Index+1) {
+				t.Errorf("duplicate ack for event %d names sequence %d, want the original %d", a.Index, a.Sequence, a.Index+1)
+			}
+		}
+	}})
+	events := makeEvents(5000)
+	if n, err := p.PublishBatch(t.Context(), events); err != nil || n != len(events) {
+		t.Fatalf("first PublishBatch = %d, %v", n, err)
+	}
+	n, err := p.PublishBatch(t.Context(), events)
+	if err != nil || n != len(events) {
+		t.Fatalf("re-publish = %d, %v; want every event acknowledged", n, err)
+	}
+	if dups != len(events) {
+		t.Fatalf("%d of %d re-published events acked as duplicates", dups, len(events))
+	}
+	if got := streamMsgs(t, js, "EVENTS"); got != uint64(len(events)) {
+		t.Fatalf("stream holds %d messages after re-publishing, want %d", got, len(events))
+	}
+	if st := p.Stats(); st.Published != uint64(len(events)) || st.Duplicates != uint64(len(events)) {
+		t.Fatalf("stats = %+v", st)
+	}
+}
+
+func TestPublishBatchWindowSizes(t *testing.T) {
+	t.Parallel()
+	_, _, js := setup(t)
+	events := makeEvents(1200)
+	offset := 0
+	for _, window := range []int{1, 7, 1000, 5000} {
+		p := newPublisher(t, js, PublisherConfig{MaxInFlight: window})
+		batch := events[offset : offset+300]
+		offset += 300
+		if n, err := p.PublishBatch(t.Context(), batch); err != nil || n != len(batch) {
+			t.Fatalf("window %d: PublishBatch = %d, %v", window, n, err)
+		}
+	}
+	stored := readStream(t, js, "EVENTS")
+	for i := range events {
+		if stored[i].ID != events[i].ID {
+			t.Fatalf("position %d: got %s, want %s", i, stored[i].ID, events[i].ID)
+		}
+	}
+}
+
+func TestPublishBatchStopsAtMalformedEvent(t *testing.T) {
+	t.Parallel()
+	_, _, js := setup(t)
+	p := newPublisher(t, js, PublisherConfig{})
+	events := makeEvents(500)
+	events[200].EventType = "Order.Placed"
+
+	n, err := p.PublishBatch(t.Context(), events)
+	if n != 200 || !errors.Is(err, ErrMalformedEvent) {
+		t.Fatalf("PublishBatch = %d, %v; want 200 and ErrMalformedEvent", n, err)
+	}
+	if got := streamMsgs(t, js, "EVENTS"); got != 200 {
+		t.Fatalf("stream holds %d messages, want the 200 before the malformed event", got)
+	}
+}
+
+func TestPublishBatchWithoutStream(t *testing.T) {
+	t.Parallel()
+	logger := testLogger(t)
+	srv := startServer(t, logger)
+	_, js := connect(t, srv.ClientURL(), logger)
+	p := newPublisher(t, js, PublisherConfig{})
+
+	n, err := p.PublishBatch(t.Context(), makeEvents(100))
+	if n != 0 || !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		t.Fatalf("PublishBatch with no stream = %d, %v; want 0, ErrNoStreamResponse", n, err)
+	}
+	if st := p.Stats(); st.Failed == 0 || st.Reordered != 0 {
+		t.Fatalf("stats = %+v", st)
+	}
+}
+
+// A definite rejection in the middle of a window: the acked prefix stops at
+// the rejected event although later ones were stored, and the publisher
+// reports those later events of the same partition as reordered.
+func TestPublishBatchRejectedEventEndsPrefix(t *testing.T) {
+	t.Parallel()
+	logger := testLogger(t)
+	srv := startServer(t, logger)
+	_, js := connect(t, srv.ClientURL(), logger)
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{
+		Name: "EVENTS", Subjects: []string{"events.>"}, Storage: jetstream.FileStorage, MaxMsgSize: 1024,
+		Metadata: map[string]string{PartitionsMetadataKey: "16"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p := newPublisher(t, js, PublisherConfig{})
+	events := makeEvents(10)
+	for i := range events { // one aggregate, one partition
+		events[i].AggregateType, events[i].AggregateID, events[i].AggregateVersion = "order", "order-1", int64(i+1)
+		events[i].EventType = "OrderPlaced"
+	}
+	events[5].Payload = []byte(`"` + strings.Repeat("x", 2048) + `"`)
+
+	n, err := p.PublishBatch(t.Context(), events)
+	var apiErr *jetstream.APIError
+	if n != 5 || !errors.As(err, &apiErr) {
+		t.Fatalf("PublishBatch = %d, %v; want 5 and the server's rejection", n, err)
+	}
+	// Events 6-9 were already in flight; whether the stream stored them
+	// depends on timing, and each stored one is reported.
+	stored := streamMsgs(t, js, "EVENTS")
+	if st := p.Stats(); stored < 5 || st.Reordered != stored-5 || st.Published != stored {
+		t.Fatalf("stream holds %d; stats = %+v", stored, st)
+	}
+}
+
+func TestPublishBatchAfterCloseAndCancel(t *testing.T) {
+	t.Parallel()
+	_, _, js := setup(t)
+	p := newPublisher(t, js, PublisherConfig{})
+
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if n, err := p.PublishBatch(ctx, makeEvents(10)); n != 0 || !errors.Is(err, context.Canceled) {
+		t.Fatalf("PublishBatch with a cancelled context = %d, %v", n, err)
+	}
+
+	// Cancelled mid-batch: the prefix so far, the context's error, and the
+	// abandoned publishes still settle for Flush.
+	ctx, cancel = context.WithCancel(t.Context())
+	defer cancel()
+	mid := newPublisher(t, js, PublisherConfig{OnAck: func(a AckInfo) {
+		if a.Index == 100 {
+			cancel()
+		}
+	}})
+	events := makeEvents(5000)
+	n, err := mid.PublishBatch(ctx, events)
+	if !errors.Is(err, context.Canceled) || n < 101 || n >= len(events) {
+		t.Fatalf("PublishBatch cancelled at the 101st ack = %d, %v", n, err)
+	}
+	if err := mid.Flush(t.Context()); err != nil {
+		t.Fatalf("Flush after a cancelled batch: %v", err)
+	}
+	if got := streamMsgs(t, js, "EVENTS"); got < uint64(n) {
+		t.Fatalf("stream holds %d events, fewer than the %d acked", got, n)
+	}
+
+	if err := p.Close(t.Context()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, err := p.PublishBatch(t.Context(), makeEvents(1)); !errors.Is(err, ErrPublisherClosed) {
+		t.Fatalf("PublishBatch after Close = %v, want ErrPublisherClosed", err)
+	}
+}
+
+// The relay's loop across a server restart: publish in chunks, retry the
+// unacknowledged suffix after a failure. The stream must end up with every
+// event exactly once and each partition in commit order.
+func TestPublishBatchSurvivesServerRestart(t *testing.T) {
+	t.Parallel()
+	logger := testLogger(t)
+	dir := t.TempDir()
+	first, err := StartEmbedded(ServerConfig{Port: RandomPort, StoreDir: dir}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(first.ClientURL())
+	port, _ := strconv.Atoi(u.Port())
+	var (
+		mu     sync.Mutex
+		second *Server
+	)
+	t.Cleanup(func() {
+		first.Shutdown()
+		mu.Lock()
+		defer mu.Unlock()
+		if second != nil {
+			second.Shutdown()
+		}
+	})
+	_, js := connect(t, first.ClientURL(), logger)
+	if _, err := EnsureStream(t.Context(), js, StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Once a quarter of the events are acknowledged, restart the server
+	// underneath the publishing loop below, on the same port and store.
+	restarted := make(chan error, 1)
+	ackedTotal := 0
+	p := newPublisher(t, js, PublisherConfig{AckTimeout: 2 * time.Second, OnAck: func(AckInfo) {
+		ackedTotal++
+		if ackedTotal != 2500 {
+			return
+		}
+		go func() {
+			first.Shutdown()
+			srv, err := StartEmbedded(ServerConfig{Port: port, StoreDir: dir}, logger)
+			mu.Lock()
+			second = srv
+			mu.Unlock()
+			restarted <- err
+		}()
+	}})
+
+	events := makeEvents(10_000)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	const chunk = 500
+	failures := 0
+	for next := 0; next < len(events); {
+		n, err := p.PublishBatch(ctx, events[next:min(next+chunk, len(events))])
+		next += n
+		if err != nil {
+			if ctx.Err() != nil {
+				t.Fatalf("gave up with %d of %d events published: %v", next, len(events), err)
+			}
+			failures++
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if err := <-restarted; err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	if failures == 0 {
+		t.Fatal("the restart never interrupted publishing; the test proved nothing")
+	}
+	t.Logf("%d failed PublishBatch calls across the restart; stats %+v", failures, p.Stats())
+
+	stored := readStream(t, js, "EVENTS")
+	if len(stored) != len(events) {
+		t.Fatalf("stream holds %d events, want %d", len(stored), len(events))
+	}
+	position := make(map[string]int, len(events))
+	for i, e := range events {
+		position[e.ID] = i
+	}
+	lastInPartition := map[string]int{}
+	seen := make(map[string]bool, len(events))
+	for seq, e := range stored {
+		i, ok := position[e.ID]
+		if !ok || seen[e.ID] {
+			t.Fatalf("stream seq %d: event %s unknown or stored twice", seq+1, e.ID)
+		}
+		seen[e.ID] = true
+		key := PartitionFilter(e.AggregateType, Partition(e.AggregateID, DefaultPartitions))
+		if last, ok := lastInPartition[key]; ok && i < last {
+			t.Fatalf("partition %s: event %d stored after event %d", key, i, last)
+		}
+		lastInPartition[key] = i
+	}
+	if st := p.Stats(); st.Reordered != 0 {
+		t.Fatalf("stats report reordering: %+v", st)
+	}
+}
