@@ -1,0 +1,317 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func newTestStream(t *testing.T) *cdcStream {
+	t.Helper()
+	r := &Relay{cfg: Config{DatabaseURL: "postgres://x@127.0.0.1/x"}.withDefaults()}
+	return &cdcStream{
+		r:         r,
+		relations: make(map[uint32]*outboxRelation),
+		streamed:  make(map[uint32]*txBuffer),
+		queue:     newCommitQueue(1 << 20),
+		pubDone:   make(chan struct{}),
+	}
+}
+
+// committedSeqs drains the queue: each transaction as its events' seqs
+// followed by its end LSN.
+func committedSeqs(q *commitQueue) []string {
+	var out []string
+	for {
+		tx, ok := q.tryPop()
+		if !ok {
+			return out
+		}
+		var seqs []string
+		for _, e := range tx.events {
+			if e.CommitLSN != tx.end {
+				seqs = append(seqs, "badlsn")
+			}
+			seqs = append(seqs, fmt.Sprint(e.Seq))
+		}
+		out = append(out, strings.Join(seqs, ",")+"@"+tx.end.String())
+	}
+}
+
+// TestStreamAssembly feeds pgoutput sequences a PostgreSQL 15 walsender
+// produces and checks which events are queued, grouped by transaction, in
+// commit order.
+func TestStreamAssembly(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	ins := func(inStream bool, xid uint32, seq int64) []byte {
+		return msgInsert(inStream, xid, outboxRelID, tupleText(outboxValues(sampleEvent(seq))))
+	}
+	other := func(inStream bool, xid uint32) []byte {
+		s := "x"
+		return msgInsert(inStream, xid, 99, tupleText([]*string{&s}))
+	}
+	rel := func(inStream bool, xid uint32) []byte {
+		return msgRelation(inStream, xid, outboxRelID, outboxTable, outboxColumnsInTableOrder)
+	}
+	otherRel := msgRelation(false, 0, 99, "orders", []string{"id"})
+	tests := []struct {
+		name string
+		msgs [][]byte
+		want []string
+	}{
+		{"plain transaction", [][]byte{
+			msgBegin(0x200, at, 10), rel(false, 0), ins(false, 0, 1), ins(false, 0, 2), msgCommit(0x1f0, 0x200, at),
+		}, []string{"1,2@0/200"}},
+		{"other table ignored", [][]byte{
+			otherRel, msgBegin(0x300, at, 11), other(false, 0), rel(false, 0), ins(false, 0, 3), other(false, 0), msgCommit(0x2f0, 0x300, at),
+		}, []string{"3@0/300"}},
+		{"streamed with subtransaction aborts", [][]byte{
+			msgStreamStart(100, true), rel(true, 100), ins(true, 100, 1), ins(true, 101, 2), ins(true, 102, 3), ins(true, 103, 4), msgStreamStop(),
+			msgStreamStart(100, false), ins(true, 101, 5), ins(true, 100, 6), msgStreamStop(),
+			// ROLLBACK TO a savepoint that had a released child: both abort.
+			msgStreamAbort(100, 101), msgStreamAbort(100, 103),
+			msgStreamStart(100, false), ins(true, 100, 7), msgStreamStop(),
+			msgStreamCommit(100, 0x4f0, 0x500, at),
+		}, []string{"1,3,6,7@0/500"}},
+		{"streamed then aborted", [][]byte{
+			msgStreamStart(200, true), rel(true, 200), ins(true, 200, 1), msgStreamStop(),
+			msgStreamStart(200, false), ins(true, 200, 2), msgStreamStop(),
+			msgStreamAbort(200, 200),
+		}, nil},
+		{"interleaved streamed and plain transactions commit in order", [][]byte{
+			rel(false, 0),
+			msgStreamStart(300, true), ins(true, 300, 1), msgStreamStop(),
+			msgStreamStart(301, true), ins(true, 301, 2), msgStreamStop(),
+			msgBegin(0x600, at, 302), ins(false, 0, 3), msgCommit(0x5f0, 0x600, at),
+			msgStreamStart(300, false), ins(true, 300, 4), msgStreamStop(),
+			msgStreamCommit(301, 0x6f0, 0x700, at),
+			msgStreamCommit(300, 0x7f0, 0x800, at),
+		}, []string{"3@0/600", "2@0/700", "1,4@0/800"}},
+		{"heartbeats", [][]byte{
+			msgBegin(0x900, at, 400), msgLogical(true, 0x8f0, heartbeatPrefix, nil), msgCommit(0x8f8, 0x900, at),
+			msgLogical(false, 0x910, heartbeatPrefix, nil),
+			msgLogical(false, 0x920, "someone.else", []byte("x")),
+		}, []string{"@0/900", "@0/910"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newTestStream(t)
+			for i, m := range tt.msgs {
+				if err := s.handle(t.Context(), m); err != nil {
+					t.Fatalf("message %d (%c): %v", i, m[0], err)
+				}
+			}
+			if got := committedSeqs(s.queue); !slices.Equal(got, tt.want) {
+				t.Errorf("queued %q, want %q", got, tt.want)
+			}
+			if len(s.streamed) != 0 && tt.name != "streamed then aborted" {
+				t.Errorf("%d streamed transactions left open", len(s.streamed))
+			}
+		})
+	}
+}
+
+func TestStreamAssemblyRejectsProtocolErrors(t *testing.T) {
+	t.Parallel()
+	at := time.Now()
+	ins := msgInsert(false, 0, outboxRelID, tupleText(outboxValues(sampleEvent(1))))
+	for name, msgs := range map[string][][]byte{
+		"insert before relation": {msgBegin(1, at, 1), ins},
+		"insert outside a transaction": {
+			msgRelation(false, 0, outboxRelID, outboxTable, outboxColumnsInTableOrder), ins,
+		},
+		"commit without begin": {msgCommit(1, 2, at)},
+		"outbox without a contract column": {
+			msgRelation(false, 0, outboxRelID, outboxTable, []string{"seq", "id"}),
+		},
+	} {
+		s := newTestStream(t)
+		var err error
+		for _, m := range msgs {
+			if err = s.handle(t.Context(), m); err != nil {
+				break
+			}
+		}
+		if !errors.Is(err, errDecode) || !isPermanent(err) {
+			t.Errorf("%s: err %v, want a permanent decode error", name, err)
+		}
+	}
+}
+
+// scriptedPublisher acknowledges per a script of answers and then
+// everything; on every call it checks that the relay never confirmed past
+// the last transaction it had fully stored.
+type scriptedPublisher struct {
+	t      *testing.T
+	r      *Relay
+	txs    []*committedTx // every transaction the relay is given, in order
+	mu     sync.Mutex
+	script []int // acked count of the next calls; -1 acknowledges all
+	stored []Event
+}
+
+// safe is the end of the last transaction whose events, and all before
+// them, are stored.
+func (p *scriptedPublisher) safe() LSN {
+	var safe LSN
+	left := len(p.stored)
+	for _, tx := range p.txs {
+		if len(tx.events) > left {
+			break
+		}
+		left -= len(tx.events)
+		safe = tx.end
+	}
+	return safe
+}
+
+func (p *scriptedPublisher) PublishBatch(_ context.Context, events []Event) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, safe := LSN(p.r.confirmed.Load()), p.safe(); c > safe {
+		p.t.Errorf("confirmed %s before everything up to it was stored (safe %s)", c, safe)
+	}
+	n := len(events)
+	var err error
+	if len(p.script) > 0 {
+		if p.script[0] >= 0 {
+			n, err = min(p.script[0], n), errors.New("nats: ack timeout")
+		}
+		p.script = p.script[1:]
+	}
+	p.stored = append(p.stored, events[:n]...)
+	return n, err
+}
+
+// TestPublishCommittedConfirmsOnlyAcknowledged runs the publisher goroutine
+// over transactions larger than a batch, with partial acknowledgements and
+// failures, and checks order, completeness and the confirmed position.
+func TestPublishCommittedConfirmsOnlyAcknowledged(t *testing.T) {
+	t.Parallel()
+	r := &Relay{cfg: Config{DatabaseURL: "postgres://x@127.0.0.1/x", BatchSize: 4, MaxPendingEvents: 8}.withDefaults()}
+	r.metrics, _ = newMetrics(nil)
+	r.log = r.cfg.Logger
+	pub := &scriptedPublisher{t: t, r: r, script: []int{-1, 2, 0, 3, -1, 1, -1}}
+	r.pub = pub
+
+	q := newCommitQueue(r.cfg.MaxPendingEvents)
+	var want []int64
+	seq := int64(0)
+	sizes := []int{1, 0, 9, 2, 0, 0, 5, 1, 13, 3}
+	var txs []*committedTx
+	for i, n := range sizes {
+		tx := &committedTx{end: LSN(0x1000 * (i + 1))}
+		for range n {
+			seq++
+			want = append(want, seq)
+			tx.events = append(tx.events, Event{Seq: seq, CommitLSN: tx.end})
+		}
+		txs = append(txs, tx)
+	}
+	pub.txs = txs
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- r.publishCommitted(ctx, t.Context(), q) }()
+	for _, tx := range txs {
+		for !q.tryPush(tx) {
+			<-q.notFull
+		}
+	}
+	last := txs[len(txs)-1].end
+	deadline := time.Now().Add(20 * time.Second)
+	for LSN(r.confirmed.Load()) != last && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := LSN(r.confirmed.Load()); got != last {
+		t.Fatalf("confirmed %s, want %s", got, last)
+	}
+	var got []int64
+	for _, e := range pub.stored {
+		got = append(got, e.Seq)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("stored seqs %v, want %v", got, want)
+	}
+	if n := r.published.Load(); n != uint64(len(want)) {
+		t.Errorf("published %d, want %d", n, len(want))
+	}
+}
+
+func TestWALLevelError(t *testing.T) {
+	t.Parallel()
+	err := walLevelError("replica", 15, "15/main")
+	if !errors.Is(err, ErrWALLevel) {
+		t.Errorf("%v does not match ErrWALLevel", err)
+	}
+	for _, want := range []string{
+		"wal_level=replica",
+		"ALTER SYSTEM SET wal_level = logical;",
+		"pg_ctlcluster --skip-systemctl-redirect 15 main restart",
+		"bash scripts/services.sh",
+		"--relay-mode=poll",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("message lacks %q:\n%s", want, err)
+		}
+	}
+	if msg := walLevelError("minimal", 16, "").Error(); !strings.Contains(msg, "pg_ctlcluster --skip-systemctl-redirect 16 main restart") {
+		t.Errorf("without cluster_name:\n%s", msg)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	ok := Config{DatabaseURL: "postgres://postgres@127.0.0.1:5432/jetcqrs"}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("valid config: %v", err)
+	}
+	d := ok.withDefaults()
+	if d.Mode != ModeCDC || d.SlotName != DefaultSlotName || d.PublicationName != DefaultPublicationName ||
+		d.BatchSize != DefaultBatchSize || d.MaxPendingEvents != 4*DefaultBatchSize || d.LeaderLockKey == 0 {
+		t.Errorf("defaults: %+v", d)
+	}
+	other := ok
+	other.SlotName = "other"
+	if other.withDefaults().LeaderLockKey == d.LeaderLockKey {
+		t.Error("two slots derive the same leader lock key")
+	}
+	tests := []struct {
+		field  string
+		mutate func(*Config)
+	}{
+		{"DatabaseURL", func(c *Config) { c.DatabaseURL = "" }},
+		{"DatabaseURL", func(c *Config) { c.DatabaseURL = "postgres://%zz" }},
+		{"Mode", func(c *Config) { c.Mode = "wal" }},
+		{"SlotName", func(c *Config) { c.SlotName = "Bad-Slot" }},
+		{"SlotName", func(c *Config) { c.SlotName = strings.Repeat("s", 64) }},
+		{"PublicationName", func(c *Config) { c.PublicationName = strings.Repeat("p", 64) }},
+		{"StatusInterval", func(c *Config) { c.StatusInterval = -time.Second }},
+		{"StatusInterval", func(c *Config) { c.StatusInterval = 6 * time.Second }},
+		{"DeadPeerTimeout", func(c *Config) { c.DeadPeerTimeout = 10 * time.Millisecond }},
+		{"BatchSize", func(c *Config) { c.BatchSize = -1 }},
+		{"MaxPendingEvents", func(c *Config) { c.BatchSize, c.MaxPendingEvents = 100, 10 }},
+		{"PollInterval", func(c *Config) { c.PollInterval = -1 }},
+	}
+	for _, tt := range tests {
+		c := ok
+		tt.mutate(&c)
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), "Config."+tt.field) {
+			t.Errorf("%s: err %v, want one naming Config.%s", tt.field, err, tt.field)
+		}
+	}
+	if _, err := New(ok, nil); err == nil {
+		t.Error("New accepted a nil Publisher")
+	}
+}

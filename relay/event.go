@@ -1,0 +1,59 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Event is one outbox row on its way to the stream.
+type Event struct {
+	// Seq is the row's outbox_events.seq (insertion order).
+	Seq int64
+	// ID is the event id in PostgreSQL's text form (lowercase UUID); it is
+	// the stream's deduplication key.
+	ID               string
+	AggregateType    string
+	AggregateID      string
+	AggregateVersion int64
+	EventType        string
+	SchemaVersion    int
+	OccurredAt       time.Time
+	// TraceParent is headers ->> 'traceparent', or "".
+	TraceParent string
+	// Payload is the payload column as JSON text.
+	Payload []byte
+	// CommitLSN is the end of the commit record of the event's transaction
+	// (CDC); zero in poll mode.
+	CommitLSN LSN
+	// CommitTime is when the event's transaction committed (CDC). In poll
+	// mode the commit time is unknown and OccurredAt, taken just before the
+	// commit, stands in for it.
+	CommitTime time.Time
+}
+
+// Publisher is where the relay sends events.
+type Publisher interface {
+	// PublishBatch publishes events in order and returns how many of them,
+	// counted from the first, the stream has durably stored. It may return
+	// acked < len(events) only with a non-nil error; the relay then retries
+	// events[acked:] with backoff, so an implementation must keep events
+	// with the same ID idempotent (the stream's duplicate window). It
+	// returns when every event is acknowledged, one failed, or ctx ended.
+	// An event that can never be stored (it breaks the stream's envelope
+	// contract) is reported with an error matching ErrEventRejected.
+	PublishBatch(ctx context.Context, events []Event) (acked int, err error)
+}
+
+// ErrEventRejected is what a Publisher's error matches when retrying cannot
+// help: the event at index acked can never be stored. Skipping it would lose
+// an event and break its aggregate's order, so the relay stops (Run returns
+// the error) and an operator must repair the outbox row.
+var ErrEventRejected = errors.New("relay: event rejected by the stream")
+
+// LSN is a PostgreSQL WAL position.
+type LSN uint64
+
+// String formats l as PostgreSQL does, e.g. 16/B374D848.
+func (l LSN) String() string { return fmt.Sprintf("%X/%X", uint32(l>>32), uint32(l)) }

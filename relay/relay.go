@@ -1,0 +1,562 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Relay moves outbox events to a Publisher. Create it with New and start it
+// with Run.
+type Relay struct {
+	cfg     Config
+	pub     Publisher
+	log     *slog.Logger
+	metrics *metrics
+	running atomic.Bool
+
+	// confirmed is the LSN up to which every committed event is
+	// acknowledged (CDC): what the slot is, or is about to be, told.
+	confirmed   atomic.Uint64
+	published   atomic.Uint64
+	lastPublish atomic.Int64 // unix nanoseconds
+	leader      atomic.Bool
+
+	mu       sync.Mutex
+	slotLSN  LSN // the slot's confirmed_flush_lsn, as last sampled
+	slotLag  int64
+	sampleOK bool
+}
+
+// New returns a Relay that publishes to pub. It validates cfg and registers
+// the metrics; it does not connect.
+func New(cfg Config, pub Publisher) (*Relay, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if pub == nil {
+		return nil, errors.New("relay: New: Publisher is nil")
+	}
+	cfg = cfg.withDefaults()
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Relay{
+		cfg:     cfg,
+		pub:     pub,
+		log:     cfg.Logger.With("component", "relay", "mode", string(cfg.Mode), "slot", cfg.SlotName),
+		metrics: m,
+	}, nil
+}
+
+// Status is the relay's state for GET /v1/admin/relay.
+type Status struct {
+	Mode Mode   `json:"mode"`
+	Slot string `json:"slot,omitempty"`
+	// ConfirmedLSN is the position up to which every committed event is
+	// published (CDC), e.g. "0/1A2B3C4"; "" before it is known.
+	ConfirmedLSN string `json:"confirmed_lsn,omitempty"`
+	// SlotLagBytes is how far the server's current WAL position is ahead
+	// of ConfirmedLSN: WAL written that the relay has not yet confirmed.
+	SlotLagBytes  int64     `json:"slot_lag_bytes"`
+	Published     uint64    `json:"published"`
+	LastPublishAt time.Time `json:"last_publish_at,omitzero"`
+	// Leader is true on the one relay that streams; standbys report false.
+	Leader bool `json:"leader"`
+}
+
+// Status reports what the relay has done. Safe for concurrent use.
+func (r *Relay) Status() Status {
+	s := Status{
+		Mode:      r.cfg.Mode,
+		Published: r.published.Load(),
+		Leader:    r.leader.Load(),
+	}
+	if ns := r.lastPublish.Load(); ns != 0 {
+		s.LastPublishAt = time.Unix(0, ns).UTC()
+	}
+	if r.cfg.Mode == ModeCDC {
+		s.Slot = r.cfg.SlotName
+		r.mu.Lock()
+		lsn, lag, ok := r.slotLSN, r.slotLag, r.sampleOK
+		r.mu.Unlock()
+		if mine := LSN(r.confirmed.Load()); mine > lsn {
+			// Acknowledged and about to be confirmed; the sample lags.
+			lag -= min(lag, int64(mine-lsn))
+			lsn = mine
+		}
+		if ok || lsn != 0 {
+			s.ConfirmedLSN = lsn.String()
+		}
+		s.SlotLagBytes = lag
+	}
+	return s
+}
+
+// Run works until ctx ends: it waits to become the leader (one relay per
+// slot works, the others stand by), installs what its mode needs, and
+// relays events. When ctx ends it stops reading, waits up to DrainTimeout
+// for the acknowledgements of events already sent, confirms them and
+// returns nil. It returns an error only for conditions retrying cannot fix:
+// wal_level is not logical (ErrWALLevel, checked at once in CDC mode), the
+// slot or publication is unusable, or an outbox row cannot be decoded.
+// Run may be called once.
+func (r *Relay) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return errors.New("relay: Run called more than once")
+	}
+	if r.cfg.Mode == ModeCDC {
+		if err := r.checkWALLevel(ctx); err != nil {
+			return err
+		}
+	}
+	pool, err := r.newPool(ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sampleCtx, stopSampling := context.WithCancel(ctx)
+	defer stopSampling()
+	if r.cfg.Mode == ModeCDC {
+		wg.Go(func() { r.sampleSlot(sampleCtx, pool) })
+	}
+
+	for {
+		lock, err := r.awaitLeadership(ctx)
+		if err != nil || lock == nil {
+			return err
+		}
+		err = r.lead(ctx, lock, pool)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if isPermanent(err) {
+			return err
+		}
+		// Whatever ended the term (a broken session, a failing server)
+		// may well hit this process again: give a standby the first try.
+		r.log.Warn("relay: leadership ended; standing by", "err", err)
+		if !sleep(ctx, 2*r.cfg.LeaderPollInterval) {
+			return nil
+		}
+	}
+}
+
+// checkWALLevel fails fast when CDC cannot work on this server. A server
+// that does not answer is not a reason to stop: the relay waits for it.
+func (r *Relay) checkWALLevel(ctx context.Context) error {
+	conn, err := r.cfg.connect(ctx, "check")
+	if err != nil {
+		r.log.Warn("relay: cannot check wal_level yet", "err", err)
+		return nil
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := CheckWALLevel(ctx, conn); errors.Is(err, ErrWALLevel) {
+		return err
+	}
+	return nil
+}
+
+// lead does the leader's work while it holds lock.
+func (r *Relay) lead(ctx context.Context, lock *pgx.Conn, pool *pgxpool.Pool) error {
+	t, release := newTerm(ctx, r.cfg.DrainTimeout)
+	defer release()
+	defer lock.Close(context.WithoutCancel(ctx))
+	r.leader.Store(true)
+	r.metrics.leader.Set(1)
+	defer func() {
+		r.leader.Store(false)
+		r.metrics.leader.Set(0)
+	}()
+	r.log.Info("relay: leading", "lock_key", r.cfg.LeaderLockKey)
+
+	// A missing table (migrations not run yet) or a server restart is
+	// waited out; a misconfiguration is not.
+	for bo := newBackoff(); ; {
+		err := install(t.stop, r.cfg)
+		if err == nil {
+			break
+		}
+		if isPermanent(err) || t.stop.Err() != nil {
+			return err
+		}
+		delay := bo.NextBackOff()
+		r.log.Warn("relay: install failed; retrying", "err", err, "retry_in", delay)
+		if !sleep(t.stop, delay) {
+			return err
+		}
+	}
+	if r.cfg.Mode == ModePoll {
+		// The lock session does the polling too: if it dies, so does the
+		// leadership, and no row is marked by a relay that lost it.
+		return r.poll(t, lock)
+	}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	watchCtx, stopWatch := context.WithCancel(t.stop)
+	defer stopWatch()
+	wg.Go(func() { r.watchLock(watchCtx, t, lock) })
+	wg.Go(func() { r.heartbeat(watchCtx, pool) })
+	return r.streamUntilStopped(t, pool)
+}
+
+// watchLock ends the term as soon as the session holding the leader lock is
+// gone: another relay may hold the lock a moment later.
+func (r *Relay) watchLock(ctx context.Context, t *term, lock *pgx.Conn) {
+	tick := time.NewTicker(r.cfg.LeaderPollInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, r.cfg.DeadPeerTimeout/2)
+		err := lock.Ping(pctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			t.lose(fmt.Errorf("%w: lock session: %v", errLeadershipLost, err))
+			return
+		}
+	}
+}
+
+var errLeadershipLost = errors.New("relay: leadership lost")
+
+// awaitLeadership returns a session holding the leader lock, or nil when ctx
+// ends first. Standbys retry every LeaderPollInterval.
+func (r *Relay) awaitLeadership(ctx context.Context) (*pgx.Conn, error) {
+	var conn *pgx.Conn
+	bo := newBackoff()
+	logged := false
+	for {
+		if conn == nil {
+			c, err := r.cfg.connect(ctx, "leader")
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, nil
+				}
+				r.log.Warn("relay: cannot reach PostgreSQL; retrying", "err", err)
+				if !sleep(ctx, bo.NextBackOff()) {
+					return nil, nil
+				}
+				continue
+			}
+			conn = c
+		}
+		var got bool
+		err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, r.cfg.LeaderLockKey).Scan(&got)
+		switch {
+		case err != nil:
+			conn.Close(context.WithoutCancel(ctx))
+			conn = nil
+			if ctx.Err() != nil {
+				return nil, nil
+			}
+			r.log.Warn("relay: leader election failed; retrying", "err", err)
+			if !sleep(ctx, bo.NextBackOff()) {
+				return nil, nil
+			}
+			continue
+		case got:
+			return conn, nil
+		}
+		bo.Reset()
+		if !logged {
+			logged = true
+			r.log.Info("relay: standing by: another relay holds the leader lock", "holder", lockHolder(ctx, conn, r.cfg.LeaderLockKey))
+		}
+		if !sleep(ctx, r.cfg.LeaderPollInterval) {
+			conn.Close(context.WithoutCancel(ctx))
+			return nil, nil
+		}
+	}
+}
+
+// lockHolder describes the session holding the advisory lock key, for logs.
+func lockHolder(ctx context.Context, conn *pgx.Conn, key int64) string {
+	var pid int32
+	var app, addr string
+	err := conn.QueryRow(ctx, `SELECT a.pid, a.application_name, coalesce(host(a.client_addr), 'local')
+		FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+		  AND l.classid = (($1::bigint >> 32) & 4294967295)::oid AND l.objid = ($1::bigint & 4294967295)::oid
+		  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`, key).Scan(&pid, &app, &addr)
+	if err != nil {
+		return "unknown"
+	}
+	return fmt.Sprintf("pid %d (%s, %s)", pid, app, addr)
+}
+
+// sampleSlot keeps the slot's confirmed position and lag fresh, on standbys
+// too, for Status and relay_slot_lag_bytes.
+func (r *Relay) sampleSlot(ctx context.Context, pool *pgxpool.Pool) {
+	tick := time.NewTicker(r.cfg.StatusInterval)
+	defer tick.Stop()
+	for {
+		qctx, cancel := context.WithTimeout(ctx, r.cfg.StatusInterval)
+		var lsnText *string
+		var lag *int64
+		err := pool.QueryRow(qctx, `SELECT confirmed_flush_lsn::text,
+				pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+			FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.SlotName).Scan(&lsnText, &lag)
+		cancel()
+		if err == nil && lsnText != nil && lag != nil {
+			if lsn, perr := parseLSN(*lsnText); perr == nil {
+				r.mu.Lock()
+				r.slotLSN, r.slotLag, r.sampleOK = lsn, *lag, true
+				r.mu.Unlock()
+				r.metrics.slotLag.Set(float64(*lag))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// heartbeat writes a small transactional logical message into the WAL every
+// HeartbeatInterval. It reaches the relay as an otherwise empty transaction
+// whose commit the relay confirms once everything before it is published,
+// so the slot advances past WAL written by other tables (which the
+// publication filters out) instead of pinning it. The message is
+// transactional because only a commit flushes WAL at once; a
+// non-transactional message could sit unflushed, and unsent, in an idle
+// server.
+func (r *Relay) heartbeat(ctx context.Context, pool *pgxpool.Pool) {
+	tick := time.NewTicker(r.cfg.HeartbeatInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		hctx, cancel := context.WithTimeout(ctx, r.cfg.HeartbeatInterval)
+		_, err := pool.Exec(hctx, `SELECT pg_logical_emit_message(true, $1, '')`, heartbeatPrefix)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("relay: heartbeat failed", "err", err)
+		}
+	}
+}
+
+// heartbeatPrefix marks the relay's heartbeat messages in the WAL.
+const heartbeatPrefix = "jetcqrs.heartbeat"
+
+// noteAcked records events the publisher acknowledged.
+func (r *Relay) noteAcked(events []Event) {
+	now := time.Now()
+	for i := range events {
+		at := events[i].CommitTime
+		if at.IsZero() {
+			at = events[i].OccurredAt
+		}
+		r.metrics.commitToAck.Observe(max(now.Sub(at), 0).Seconds())
+	}
+	r.metrics.published.Add(float64(len(events)))
+	r.published.Add(uint64(len(events)))
+	r.lastPublish.Store(now.UnixNano())
+}
+
+// publishAll publishes events in order, retrying the unacknowledged suffix
+// with backoff until everything is acknowledged; acked is called, in order,
+// with each acknowledged prefix. After stop ends no retry is started (the
+// events are published again by whoever relays next); hard ends the
+// publishing in flight.
+func (r *Relay) publishAll(stop, hard context.Context, events []Event, acked func([]Event) error) error {
+	bo := newBackoff()
+	for len(events) > 0 {
+		n, err := r.pub.PublishBatch(hard, events)
+		if n < 0 || n > len(events) {
+			return permanent(fmt.Errorf("relay: Publisher acknowledged %d of %d events", n, len(events)))
+		}
+		if n > 0 {
+			r.noteAcked(events[:n])
+			if aerr := acked(events[:n]); aerr != nil {
+				return aerr
+			}
+			events = events[n:]
+			bo.Reset()
+		}
+		if len(events) == 0 {
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("relay: Publisher acknowledged %d events and returned no error", n)
+		}
+		if errors.Is(err, ErrEventRejected) {
+			return permanent(fmt.Errorf("relay: event %s (seq %d, %s %s v%d): %w", events[0].ID, events[0].Seq,
+				events[0].AggregateType, events[0].AggregateID, events[0].AggregateVersion, err))
+		}
+		if stop.Err() != nil {
+			return err
+		}
+		delay := bo.NextBackOff()
+		r.log.Warn("relay: publish failed; retrying the unacknowledged events", "err", err,
+			"unacked", len(events), "retry_in", delay)
+		if !sleep(stop, delay) {
+			return err
+		}
+	}
+	return nil
+}
+
+// term is one period of leadership.
+type term struct {
+	// stop ends when Run's context ends or the leadership is lost: take no
+	// new work.
+	stop context.Context
+	// hard ends when the leadership is lost, or DrainTimeout after Run's
+	// context ended: abandon the work in flight.
+	hard context.Context
+	// lose ends the term at once.
+	lose func(error)
+}
+
+var errDrainTimeout = errors.New("relay: drain timeout")
+
+func newTerm(ctx context.Context, drain time.Duration) (*term, func()) {
+	hard, cancelHard := context.WithCancelCause(context.WithoutCancel(ctx))
+	stop, cancelStop := context.WithCancelCause(hard)
+	var mu sync.Mutex
+	var timer *time.Timer
+	stopAfter := context.AfterFunc(ctx, func() {
+		cancelStop(context.Cause(ctx))
+		mu.Lock()
+		timer = time.AfterFunc(drain, func() { cancelHard(errDrainTimeout) })
+		mu.Unlock()
+	})
+	release := func() {
+		stopAfter()
+		mu.Lock()
+		if timer != nil {
+			timer.Stop()
+		}
+		mu.Unlock()
+		cancelHard(context.Canceled)
+	}
+	return &term{stop: stop, hard: hard, lose: func(err error) { cancelHard(err) }}, release
+}
+
+// connect opens a session with the settings the relay relies on: text
+// output in ISO format and UTC, and server-side dead-peer detection.
+func (c Config) connect(ctx context.Context, purpose string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(c.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("relay: DatabaseURL: %w", err)
+	}
+	c.sessionParams(cfg.RuntimeParams, purpose)
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("relay: connect (%s): %w", purpose, err)
+	}
+	return conn, nil
+}
+
+func (r *Relay) newPool(ctx context.Context) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(r.cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("relay: DatabaseURL: %w", err)
+	}
+	r.cfg.sessionParams(cfg.ConnConfig.RuntimeParams, "pool")
+	cfg.MaxConns = 2
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("relay: connection pool: %w", err)
+	}
+	return pool, nil
+}
+
+// replicationConfig is the walsender session: its wal_sender_timeout ends
+// the session of a relay that went silent, freeing the slot for a standby.
+func (r *Relay) replicationConfig() (*pgconn.Config, error) {
+	cfg, err := pgconn.ParseConfig(r.cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("relay: DatabaseURL: %w", err)
+	}
+	r.cfg.sessionParams(cfg.RuntimeParams, "replication")
+	cfg.RuntimeParams["replication"] = "database"
+	cfg.RuntimeParams["wal_sender_timeout"] = strconv.FormatInt(r.cfg.DeadPeerTimeout.Milliseconds(), 10)
+	return cfg, nil
+}
+
+func (c Config) sessionParams(p map[string]string, purpose string) {
+	if p["application_name"] == "" {
+		p["application_name"] = "jetcqrs-relay"
+	}
+	p["TimeZone"] = "UTC"
+	p["DateStyle"] = "ISO, MDY"
+	if purpose != "replication" {
+		secs := max(int(c.DeadPeerTimeout/time.Second), 3)
+		p["tcp_keepalives_idle"] = strconv.Itoa(secs / 3)
+		p["tcp_keepalives_interval"] = strconv.Itoa(max(secs/9, 1))
+		p["tcp_keepalives_count"] = "3"
+		p["tcp_user_timeout"] = strconv.FormatInt(c.DeadPeerTimeout.Milliseconds(), 10)
+	}
+}
+
+func newBackoff() *backoff.ExponentialBackOff {
+	return &backoff.ExponentialBackOff{
+		InitialInterval:     100 * time.Millisecond,
+		RandomizationFactor: 0.3,
+		Multiplier:          2,
+		MaxInterval:         5 * time.Second,
+	}
+}
+
+// sleep waits for d and reports whether ctx is still alive.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// permanentError marks an error retrying cannot fix.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+func permanent(err error) error {
+	if err == nil || isPermanent(err) {
+		return err
+	}
+	return &permanentError{err: err}
+}
+
+func isPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p) || errors.Is(err, errDecode) || errors.Is(err, ErrWALLevel)
+}
+
+// parseLSN parses PostgreSQL's X/X form.
+func parseLSN(s string) (LSN, error) {
+	var hi, lo uint32
+	if _, err := fmt.Sscanf(s, "%X/%X", &hi, &lo); err != nil {
+		return 0, fmt.Errorf("relay: LSN %q: %w", s, err)
+	}
+	return LSN(uint64(hi)<<32 | uint64(lo)), nil
+}
