@@ -1,0 +1,144 @@
+package redisstore
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jetcqrs/jetcqrs/domain"
+	"github.com/jetcqrs/jetcqrs/projections"
+)
+
+// InventoryStore is the stock read model. Under its prefix:
+//
+//	inventory:{sku}   hash: seq, on_hand, reserved, available, version
+type InventoryStore struct {
+	client redis.UniversalClient
+	prefix string
+}
+
+var (
+	_ projections.Applier         = (*InventoryStore)(nil)
+	_ projections.InventoryReader = (*InventoryStore)(nil)
+	_ projections.VersionReader   = (*InventoryStore)(nil)
+)
+
+// NewInventoryStore returns the stock model stored under prefix, which names
+// the generation, such as "jetcqrs:g1:".
+func NewInventoryStore(client redis.UniversalClient, prefix string) *InventoryStore {
+	return &InventoryStore{client: client, prefix: prefix}
+}
+
+func (s *InventoryStore) inventoryKey(sku string) string { return s.prefix + "inventory:" + sku }
+
+// inventoryWrite is one inventory event, decoded.
+type inventoryWrite struct {
+	mode   string
+	seq    uint64
+	levels domain.InventoryLevels
+}
+
+// Apply sets the levels each inventory event carries when the event is newer
+// than what inventory:{sku} holds. ProductCreated creates the key with zero
+// stock at version 0 when it does not exist yet, under sequence 0, so that it
+// never hides a level event whatever the order in which they arrive. Other
+// events are ignored. The batch is one pipeline.
+func (s *InventoryStore) Apply(ctx context.Context, events []projections.Envelope) error {
+	writes := make([]inventoryWrite, 0, len(events))
+	var poison error
+	for _, e := range events {
+		w, ok, err := decodeInventoryEvent(e)
+		if err != nil {
+			poison = err
+			break
+		}
+		if ok {
+			writes = append(writes, w)
+		}
+	}
+	if len(writes) > 0 {
+		err := execBatch(ctx, s.client, func(pipe redis.Pipeliner) {
+			for _, w := range writes {
+				l := w.levels
+				applyScript.EvalSha(ctx, pipe, []string{s.inventoryKey(l.SKU)}, applyArgs(w.mode, w.seq,
+					"on_hand", strconv.FormatInt(l.OnHand, 10),
+					"reserved", strconv.FormatInt(l.Reserved, 10),
+					"available", strconv.FormatInt(l.Available, 10),
+					"version", strconv.FormatInt(l.Version, 10))...)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("redisstore: apply inventory: %w", err)
+		}
+	}
+	return poison
+}
+
+// decodeInventoryEvent decodes an event of the stock model; ok is false for
+// the events it does not follow.
+func decodeInventoryEvent(e projections.Envelope) (w inventoryWrite, ok bool, err error) {
+	switch e.EventType {
+	case domain.EventProductCreated:
+		var p domain.ProductSnapshot
+		if err := decodePayload(e, &p); err != nil {
+			return inventoryWrite{}, false, err
+		}
+		if p.SKU == "" {
+			return inventoryWrite{}, false, missingField(e, "sku")
+		}
+		return inventoryWrite{mode: modeAbsent, seq: 0, levels: domain.InventoryLevels{SKU: p.SKU}}, true, nil
+	case domain.EventInventoryAdjusted, domain.EventInventoryReserved,
+		domain.EventInventoryReleased, domain.EventInventoryShipped:
+		// Every inventory event embeds the levels at its top level.
+		var l domain.InventoryLevels
+		if err := decodePayload(e, &l); err != nil {
+			return inventoryWrite{}, false, err
+		}
+		if l.SKU == "" {
+			return inventoryWrite{}, false, missingField(e, "sku")
+		}
+		return inventoryWrite{mode: modeNewer, seq: e.Seq, levels: l}, true, nil
+	default:
+		return inventoryWrite{}, false, nil
+	}
+}
+
+// Inventory returns the stock of sku or projections.ErrNotFound.
+func (s *InventoryStore) Inventory(ctx context.Context, sku string) (projections.InventoryView, error) {
+	vals, err := s.client.HMGet(ctx, s.inventoryKey(sku), "on_hand", "reserved", "available", "version").Result()
+	if err != nil {
+		return projections.InventoryView{}, fmt.Errorf("redisstore: inventory %s: %w", sku, err)
+	}
+	if vals[0] == nil {
+		return projections.InventoryView{}, projections.ErrNotFound
+	}
+	nums := make([]int64, len(vals))
+	for i, v := range vals {
+		str, _ := v.(string)
+		n, err := strconv.ParseInt(str, 10, 64)
+		if err != nil {
+			return projections.InventoryView{}, fmt.Errorf("redisstore: inventory %s: field %d: %w", sku, i, err)
+		}
+		nums[i] = n
+	}
+	return projections.InventoryView{SKU: sku, OnHand: nums[0], Reserved: nums[1], Available: nums[2], Version: nums[3]}, nil
+}
+
+// AppliedVersion returns the inventory version the model shows for the sku
+// aggregateID, 0 when it has none. Only "inventory" aggregates are kept here.
+func (s *InventoryStore) AppliedVersion(ctx context.Context, aggregateType, aggregateID string) (int64, error) {
+	if aggregateType != domain.AggregateInventory {
+		return 0, fmt.Errorf("redisstore: the inventory model has no %q aggregates", aggregateType)
+	}
+	return hashVersion(ctx, s.client, s.inventoryKey(aggregateID))
+}
+
+// Drop deletes every key of this generation of the model.
+func (s *InventoryStore) Drop(ctx context.Context) error {
+	if err := dropKeys(ctx, s.client, globEscape(s.prefix)+"inventory:*"); err != nil {
+		return fmt.Errorf("redisstore: drop inventory %s: %w", s.prefix, err)
+	}
+	return nil
+}

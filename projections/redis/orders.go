@@ -1,0 +1,275 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jetcqrs/jetcqrs/domain"
+	"github.com/jetcqrs/jetcqrs/projections"
+)
+
+// OrderStore is the order summary read model. Under its prefix:
+//
+//	order:{order_id}         hash: seq, version, view (the OrderView as JSON)
+//	user:{user_id}:orders    sorted set of the user's orders, all at score 0,
+//	                         members "<placed_at key>|<order_id>", so that the
+//	                         lexicographic order is (placed_at, order_id)
+//
+// An order's list member never changes (placed_at does not), so it is written
+// with a plain ZADD beside the script, idempotent by itself; keeping it out of
+// the script keeps every script call to one key, as Redis Cluster requires.
+type OrderStore struct {
+	client redis.UniversalClient
+	prefix string
+}
+
+var (
+	_ projections.Applier       = (*OrderStore)(nil)
+	_ projections.OrderReader   = (*OrderStore)(nil)
+	_ projections.VersionReader = (*OrderStore)(nil)
+)
+
+// NewOrderStore returns the order summary model stored under prefix, which
+// names the generation, such as "jetcqrs:g1:".
+func NewOrderStore(client redis.UniversalClient, prefix string) *OrderStore {
+	return &OrderStore{client: client, prefix: prefix}
+}
+
+func (s *OrderStore) orderKey(id string) string { return s.prefix + "order:" + id }
+
+func (s *OrderStore) userOrdersKey(userID string) string {
+	return s.prefix + "user:" + userID + ":orders"
+}
+
+// orderWrite is one order event, decoded and encoded for Redis.
+type orderWrite struct {
+	seq     uint64
+	orderID string
+	userID  string
+	version int64
+	view    []byte
+	member  string
+}
+
+// Apply writes the snapshot every order event carries into order:{id} when the
+// event is newer than what the key holds, and keeps the order in its user's
+// list. Events of other aggregates are ignored. The batch is one pipeline.
+func (s *OrderStore) Apply(ctx context.Context, events []projections.Envelope) error {
+	writes := make([]orderWrite, 0, len(events))
+	var poison error
+	for _, e := range events {
+		w, ok, err := decodeOrderEvent(e)
+		if err != nil {
+			poison = err
+			break
+		}
+		if ok {
+			writes = append(writes, w)
+		}
+	}
+	if len(writes) > 0 {
+		err := execBatch(ctx, s.client, func(pipe redis.Pipeliner) {
+			for _, w := range writes {
+				applyScript.EvalSha(ctx, pipe, []string{s.orderKey(w.orderID)}, applyArgs(modeNewer, w.seq,
+					"version", strconv.FormatInt(w.version, 10),
+					"view", w.view)...)
+				pipe.ZAdd(ctx, s.userOrdersKey(w.userID), redis.Z{Score: 0, Member: w.member})
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("redisstore: apply orders: %w", err)
+		}
+	}
+	return poison
+}
+
+// decodeOrderEvent decodes an order event; ok is false for the events this
+// model does not follow.
+func decodeOrderEvent(e projections.Envelope) (w orderWrite, ok bool, err error) {
+	switch e.EventType {
+	case domain.EventOrderPlaced, domain.EventOrderPaid, domain.EventOrderShipped,
+		domain.EventOrderDelivered, domain.EventOrderCancelled:
+	default:
+		return orderWrite{}, false, nil
+	}
+	// Every order event embeds the snapshot at its top level; OrderCancelled's
+	// extra fields are not part of the summary.
+	var snap domain.OrderSnapshot
+	if err := decodePayload(e, &snap); err != nil {
+		return orderWrite{}, false, err
+	}
+	if snap.OrderID == "" {
+		return orderWrite{}, false, missingField(e, "order_id")
+	}
+	if snap.UserID == "" {
+		return orderWrite{}, false, missingField(e, "user_id")
+	}
+	view := projections.OrderView{
+		OrderID:    snap.OrderID,
+		UserID:     snap.UserID,
+		Status:     string(snap.Status),
+		Items:      make([]projections.OrderLineView, 0, len(snap.Items)),
+		TotalCents: snap.TotalCents,
+		Version:    snap.Version,
+		PlacedAt:   snap.PlacedAt.UTC(),
+		UpdatedAt:  snap.UpdatedAt.UTC(),
+	}
+	for _, it := range snap.Items {
+		view.Items = append(view.Items, projections.OrderLineView{SKU: it.SKU, Quantity: it.Quantity, PriceCents: it.PriceCents})
+	}
+	encoded, err := json.Marshal(view)
+	if err != nil {
+		return orderWrite{}, false, &projections.PoisonError{Seq: e.Seq, Reason: fmt.Sprintf("%s: encode view: %v", e.EventType, err)}
+	}
+	return orderWrite{
+		seq:     e.Seq,
+		orderID: snap.OrderID,
+		userID:  snap.UserID,
+		version: snap.Version,
+		view:    encoded,
+		member:  listMember(view.PlacedAt, snap.OrderID),
+	}, true, nil
+}
+
+// Order returns the order or projections.ErrNotFound.
+func (s *OrderStore) Order(ctx context.Context, id string) (projections.OrderView, error) {
+	raw, err := s.client.HGet(ctx, s.orderKey(id), "view").Bytes()
+	if errors.Is(err, redis.Nil) {
+		return projections.OrderView{}, projections.ErrNotFound
+	}
+	if err != nil {
+		return projections.OrderView{}, fmt.Errorf("redisstore: order %s: %w", id, err)
+	}
+	var v projections.OrderView
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return projections.OrderView{}, fmt.Errorf("redisstore: order %s: decode: %w", id, err)
+	}
+	return v, nil
+}
+
+// UserOrders returns up to limit orders of userID, newest first, after cursor.
+// Two round trips: the page of the user's list, then the orders on it.
+func (s *OrderStore) UserOrders(ctx context.Context, userID string, limit int, cursor string) ([]projections.OrderListEntry, string, error) {
+	if limit < 1 {
+		return nil, "", fmt.Errorf("redisstore: user orders: limit %d is not positive", limit)
+	}
+	upper := "+"
+	if cursor != "" {
+		member, ok := decodeCursor(cursor)
+		if !ok {
+			return nil, "", &projections.InvalidCursorError{Cursor: cursor}
+		}
+		upper = "(" + member
+	}
+	members, err := s.client.ZRevRangeByLex(ctx, s.userOrdersKey(userID), &redis.ZRangeBy{
+		Max: upper, Min: "-", Count: int64(limit) + 1,
+	}).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("redisstore: user %s orders: %w", userID, err)
+	}
+	next := ""
+	if len(members) > limit {
+		members = members[:limit]
+		next = encodeCursor(members[limit-1])
+	}
+	entries := make([]projections.OrderListEntry, 0, len(members))
+	if len(members) == 0 {
+		return entries, next, nil
+	}
+
+	cmds := make([]*redis.StringCmd, len(members))
+	if _, err := s.client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, m := range members {
+			cmds[i] = pipe.HGet(ctx, s.orderKey(m[memberIDOffset:]), "view")
+		}
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, "", fmt.Errorf("redisstore: user %s orders: %w", userID, err)
+	}
+	for _, cmd := range cmds {
+		raw, err := cmd.Bytes()
+		if errors.Is(err, redis.Nil) {
+			// Listed by a pipeline whose order write is not visible yet.
+			continue
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("redisstore: user %s orders: %w", userID, err)
+		}
+		var v projections.OrderView
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, "", fmt.Errorf("redisstore: user %s orders: decode: %w", userID, err)
+		}
+		entries = append(entries, projections.OrderListEntry{
+			OrderID: v.OrderID, Status: v.Status, TotalCents: v.TotalCents, PlacedAt: v.PlacedAt,
+		})
+	}
+	return entries, next, nil
+}
+
+// AppliedVersion returns the version of the order the model shows, 0 when it
+// has none. Only "order" aggregates are kept here.
+func (s *OrderStore) AppliedVersion(ctx context.Context, aggregateType, aggregateID string) (int64, error) {
+	if aggregateType != domain.AggregateOrder {
+		return 0, fmt.Errorf("redisstore: the order model has no %q aggregates", aggregateType)
+	}
+	return hashVersion(ctx, s.client, s.orderKey(aggregateID))
+}
+
+// Drop deletes every key of this generation of the model.
+func (s *OrderStore) Drop(ctx context.Context) error {
+	p := globEscape(s.prefix)
+	if err := dropKeys(ctx, s.client, p+"order:*", p+"user:*"); err != nil {
+		return fmt.Errorf("redisstore: drop orders %s: %w", s.prefix, err)
+	}
+	return nil
+}
+
+// hashVersion reads the version field of a read-model hash, 0 when absent.
+func hashVersion(ctx context.Context, client redis.UniversalClient, key string) (int64, error) {
+	v, err := client.HGet(ctx, key, "version").Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("redisstore: version of %s: %w", key, err)
+	}
+	return v, nil
+}
+
+// A list member is "<micro><nano>|<order_id>": <micro> is the 16 hex digits
+// of placed_at in Unix microseconds with the sign bit flipped (so that the
+// hex order is the time order, before 1970 too) and <nano> the 3 decimal
+// digits of the nanoseconds below the microsecond.
+const (
+	memberTimeLen  = 19
+	memberIDOffset = memberTimeLen + 1
+)
+
+func listMember(placedAt time.Time, orderID string) string {
+	return fmt.Sprintf("%016x%03d|%s", uint64(placedAt.UnixMicro())^(1<<63), placedAt.Nanosecond()%1000, orderID)
+}
+
+// The cursor is the last member of the page, base64url: opaque to clients,
+// checked for the member's shape when it comes back.
+func encodeCursor(member string) string { return base64.RawURLEncoding.EncodeToString([]byte(member)) }
+
+func decodeCursor(cursor string) (string, bool) {
+	raw, err := base64.RawURLEncoding.DecodeString(cursor)
+	if err != nil || len(raw) <= memberIDOffset || raw[memberTimeLen] != '|' {
+		return "", false
+	}
+	for i, c := range raw[:memberTimeLen] {
+		digit := '0' <= c && c <= '9' || i < 16 && 'a' <= c && c <= 'f'
+		if !digit {
+			return "", false
+		}
+	}
+	return string(raw), true
+}

@@ -1,0 +1,163 @@
+// Package redisstore keeps the order summary and inventory read models in
+// Redis. Every key lives under a prefix that names the read-model generation
+// (for example "jetcqrs:g1:"), so a rebuild writes a new generation beside the
+// live one and the old one is dropped after the switch.
+//
+// Each read-model key is a hash that stores, with its data, the stream
+// sequence of the event it was last written from. One Lua script writes a key
+// only when the event's sequence is above the stored one, so redelivered and
+// replayed events change nothing, down to the bytes. A batch is one pipeline:
+// one round trip.
+package redisstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/jetcqrs/jetcqrs/domain"
+	"github.com/jetcqrs/jetcqrs/projections"
+)
+
+// seqField is the hash field that holds the stream sequence a key was last
+// written from.
+const seqField = "seq"
+
+// Modes of applyScript.
+const (
+	modeNewer  = "newer"  // write when the event's sequence is above the stored one
+	modeAbsent = "absent" // write only when the key does not exist
+)
+
+// applyScript writes the field/value pairs ARGV[3..] and the sequence ARGV[2]
+// into the hash KEYS[1], under the rule of mode ARGV[1]. Sequences are
+// canonical decimal uint64 strings, compared by length, then bytes: exact where
+// Lua's doubles are not. It returns 1 when it wrote and 0 when it did not.
+var applyScript = redis.NewScript(`
+local key, mode, seq = KEYS[1], ARGV[1], ARGV[2]
+if mode == '` + modeAbsent + `' then
+	if redis.call('EXISTS', key) == 1 then return 0 end
+else
+	local cur = redis.call('HGET', key, '` + seqField + `')
+	if cur and (#cur > #seq or (#cur == #seq and cur >= seq)) then return 0 end
+end
+redis.call('HSET', key, '` + seqField + `', seq, unpack(ARGV, 3))
+return 1
+`)
+
+// applyArgs are the ARGV of applyScript.
+func applyArgs(mode string, seq uint64, fields ...any) []any {
+	return append([]any{mode, strconv.FormatUint(seq, 10)}, fields...)
+}
+
+// queueFunc queues the commands of a batch on a pipeline.
+type queueFunc func(pipe redis.Pipeliner)
+
+// execBatch runs the commands queue adds in one pipeline. The commands are
+// idempotent, so when the server has lost the script (a restart or SCRIPT
+// FLUSH empties its cache), the script is loaded again and the whole pipeline
+// re-run.
+func execBatch(ctx context.Context, client redis.UniversalClient, queue queueFunc) error {
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		cmds, execErr := client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			queue(pipe)
+			return nil
+		})
+		noScript := false
+		for _, cmd := range cmds {
+			err := cmd.Err()
+			switch {
+			case err == nil:
+			case redis.HasErrorPrefix(err, "NOSCRIPT"):
+				noScript = true
+			default:
+				return fmt.Errorf("%s: %w", cmd.Name(), err)
+			}
+		}
+		if !noScript {
+			if execErr != nil {
+				return fmt.Errorf("pipeline: %w", execErr)
+			}
+			return nil
+		}
+		if attempt == attempts {
+			return fmt.Errorf("evalsha: script still missing after %d loads", attempts-1)
+		}
+		if err := applyScript.Load(ctx, client).Err(); err != nil {
+			return fmt.Errorf("script load: %w", err)
+		}
+	}
+}
+
+// decodePayload decodes the payload of e into v, reporting what cannot be
+// decoded as a *projections.PoisonError.
+func decodePayload(e projections.Envelope, v any) error {
+	if e.SchemaVersion < 0 || e.SchemaVersion > domain.CurrentSchemaVersion {
+		return &projections.PoisonError{Seq: e.Seq,
+			Reason: fmt.Sprintf("%s: unknown schema version %d", e.EventType, e.SchemaVersion)}
+	}
+	if err := json.Unmarshal(e.Payload, v); err != nil {
+		return &projections.PoisonError{Seq: e.Seq, Reason: fmt.Sprintf("%s: decode payload: %v", e.EventType, err)}
+	}
+	return nil
+}
+
+// missingField reports an event whose payload lacks the field that names its key.
+func missingField(e projections.Envelope, field string) error {
+	return &projections.PoisonError{Seq: e.Seq, Reason: fmt.Sprintf("%s: payload has no %s", e.EventType, field)}
+}
+
+// dropKeys deletes every key that matches one of the glob patterns, on every
+// master when the client is a cluster. Keys go one per UNLINK: in a cluster,
+// keys of several slots cannot share a command.
+func dropKeys(ctx context.Context, client redis.UniversalClient, patterns ...string) error {
+	drop := func(ctx context.Context, node redis.UniversalClient) error {
+		for _, pattern := range patterns {
+			iter := node.Scan(ctx, 0, pattern, 1000).Iterator()
+			var keys []string
+			flush := func() error {
+				if len(keys) == 0 {
+					return nil
+				}
+				_, err := node.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+					for _, k := range keys {
+						pipe.Unlink(ctx, k)
+					}
+					return nil
+				})
+				keys = keys[:0]
+				return err
+			}
+			for iter.Next(ctx) {
+				if keys = append(keys, iter.Val()); len(keys) == 1000 {
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+			}
+			if err := iter.Err(); err != nil {
+				return err
+			}
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if cluster, ok := client.(*redis.ClusterClient); ok {
+		return cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+			return drop(ctx, node)
+		})
+	}
+	return drop(ctx, client)
+}
+
+// globEscape quotes the SCAN MATCH metacharacters of s.
+func globEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `*`, `\*`, `?`, `\?`, `[`, `\[`, `]`, `\]`).Replace(s)
+}

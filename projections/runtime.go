@@ -1,0 +1,589 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	jnats "github.com/jetcqrs/jetcqrs/nats"
+)
+
+// Headers the runtime adds to a dead-lettered event, beside its original ones.
+const (
+	HeaderDLQReason     = "Jetcqrs-Dlq-Reason"
+	HeaderDLQProjection = "Jetcqrs-Dlq-Projection"
+	HeaderDLQStreamSeq  = "Jetcqrs-Dlq-Stream-Seq"
+	HeaderDLQSubject    = "Jetcqrs-Dlq-Subject"
+	HeaderDLQDeliveries = "Jetcqrs-Dlq-Deliveries"
+	// HeaderDLQEventID keeps the event id: Nats-Msg-Id of a dead letter is
+	// its own deduplication key in the dead-letter stream.
+	HeaderDLQEventID = "Jetcqrs-Dlq-Event-Id"
+	priorityGroup    = "jetcqrs"
+)
+
+// Projection is one read model fed from the stream.
+type Projection struct {
+	// Name identifies the projection in consumer names, metrics and the DLQ.
+	Name string
+	// AggregateTypes are the aggregate types whose events it consumes.
+	AggregateTypes []string
+	// Store applies batches.
+	Store Applier
+}
+
+// Config configures the runtime. Zero fields take defaults.
+type Config struct {
+	Stream     string // default EVENTS
+	DLQStream  string // default DLQ; subjects dlq.<projection>.<partition>
+	Partitions int    // default 16; must match the stream
+	// Generation distinguishes consumers of a rebuilt read model (default "g1").
+	Generation string
+	// BatchSize is the most events applied in one round trip (default 256).
+	BatchSize int
+	// Linger is how long a worker waits for more events after the first one
+	// of a batch arrived (default 1ms): latency when idle, batching under load.
+	Linger time.Duration
+	// FetchWait bounds one pull request (default 5s).
+	FetchWait time.Duration
+	// MaxDeliver dead-letters an event redelivered more often (default 5),
+	// e.g. one that crashes the projector every time.
+	MaxDeliver int
+	// AckWait is how long the server waits for an ack before redelivering
+	// (default 30s); a worker retrying a batch extends it.
+	AckWait time.Duration
+	// PinnedTTL is how soon another process takes over a partition whose
+	// pinned worker stopped pulling (default 5s).
+	PinnedTTL time.Duration
+	// RetryBackoff bounds the wait between retries of a failing batch
+	// (default 2s).
+	RetryBackoff time.Duration
+	// OnApplied is called after each batch is applied (read-your-writes
+	// notifications). It must not block.
+	OnApplied func(projection string, events []Envelope)
+	Logger    *slog.Logger
+	Registry  prometheus.Registerer
+}
+
+func (c Config) withDefaults() Config {
+	if c.Stream == "" {
+		c.Stream = jnats.DefaultStreamName
+	}
+	if c.DLQStream == "" {
+		c.DLQStream = jnats.DefaultDeadLetterStreamName
+	}
+	if c.Partitions == 0 {
+		c.Partitions = jnats.DefaultPartitions
+	}
+	if c.Generation == "" {
+		c.Generation = "g1"
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 256
+	}
+	if c.Linger == 0 {
+		c.Linger = time.Millisecond
+	}
+	if c.FetchWait == 0 {
+		c.FetchWait = 5 * time.Second
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = 5
+	}
+	if c.AckWait == 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.PinnedTTL == 0 {
+		c.PinnedTTL = 5 * time.Second
+	}
+	if c.RetryBackoff == 0 {
+		c.RetryBackoff = 2 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate names the first bad field.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.Partitions < 1 || c.Partitions > jnats.MaxPartitions:
+		return fmt.Errorf("projections: Partitions %d out of range 1-%d", c.Partitions, jnats.MaxPartitions)
+	case c.BatchSize < 1 || c.BatchSize > 10000:
+		return fmt.Errorf("projections: BatchSize %d out of range 1-10000", c.BatchSize)
+	case c.MaxDeliver < 1:
+		return fmt.Errorf("projections: MaxDeliver %d must be ≥ 1", c.MaxDeliver)
+	case c.Linger < 0 || c.FetchWait < time.Second || c.AckWait < time.Second || c.PinnedTTL < time.Second:
+		return errors.New("projections: Linger must be ≥ 0 and FetchWait, AckWait, PinnedTTL ≥ 1s")
+	case !validName(c.Generation):
+		return fmt.Errorf("projections: Generation %q must be letters, digits, - or _", c.Generation)
+	}
+	return nil
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Runtime runs one worker per (projection, partition). Each worker pulls from
+// a durable consumer whose priority group pins it to one client at a time, so
+// with several projector processes exactly one applies a partition and order
+// holds; the others stand by and take over PinnedTTL after it stops.
+type Runtime struct {
+	js          jetstream.JetStream
+	cfg         Config
+	projections []Projection
+	metrics     *runtimeMetrics
+}
+
+// NewRuntime validates cfg and the projections.
+func NewRuntime(js jetstream.JetStream, cfg Config, projections []Projection) (*Runtime, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, p := range projections {
+		if !validName(p.Name) || seen[p.Name] || len(p.AggregateTypes) == 0 || p.Store == nil {
+			return nil, fmt.Errorf("projections: projection %q needs a unique name, aggregate types and a store", p.Name)
+		}
+		seen[p.Name] = true
+	}
+	cfg = cfg.withDefaults()
+	m, err := newRuntimeMetrics(cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
+	return &Runtime{js: js, cfg: cfg, projections: projections, metrics: m}, nil
+}
+
+// ConsumerName is the durable consumer of a projection's partition.
+func (r *Runtime) ConsumerName(projection string, partition int) string {
+	return fmt.Sprintf("proj_%s_%s_p%02d", projection, r.cfg.Generation, partition)
+}
+
+// EnsureConsumers creates or updates every durable consumer. Idempotent.
+func (r *Runtime) EnsureConsumers(ctx context.Context) error {
+	for _, p := range r.projections {
+		for part := 0; part < r.cfg.Partitions; part++ {
+			if _, err := r.ensureConsumer(ctx, p, part); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (r *Runtime) ensureConsumer(ctx context.Context, p Projection, partition int) (jetstream.Consumer, error) {
+	cc := jetstream.ConsumerConfig{
+		Durable:        r.ConsumerName(p.Name, partition),
+		Description:    fmt.Sprintf("projection %s, partition %d", p.Name, partition),
+		FilterSubjects: jnats.PartitionFilters(partition, p.AggregateTypes...),
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        r.cfg.AckWait,
+		MaxDeliver:     -1, // the worker dead-letters; the server must never drop an event silently
+		MaxAckPending:  r.cfg.BatchSize * 4,
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{priorityGroup},
+		PinnedTTL:      r.cfg.PinnedTTL,
+	}
+	c, err := r.js.CreateOrUpdateConsumer(ctx, r.cfg.Stream, cc)
+	if err != nil {
+		return nil, fmt.Errorf("projections: consumer %s: %w", cc.Durable, err)
+	}
+	return c, nil
+}
+
+// Run starts every worker and returns when ctx ends and they have drained
+// (finished and acknowledged the batch in hand), or when one fails for good.
+func (r *Runtime) Run(ctx context.Context) error {
+	if err := r.EnsureConsumers(ctx); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(r.projections)*r.cfg.Partitions)
+	for _, p := range r.projections {
+		for part := 0; part < r.cfg.Partitions; part++ {
+			w := &worker{rt: r, p: p, partition: part,
+				log: r.cfg.Logger.With("projection", p.Name, "partition", part)}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := w.run(ctx); err != nil {
+					errs <- err
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	return errors.Join(collect(errs)...)
+}
+
+func collect(ch <-chan error) []error {
+	var out []error
+	for err := range ch {
+		out = append(out, err)
+	}
+	return out
+}
+
+type worker struct {
+	rt        *Runtime
+	p         Projection
+	partition int
+	log       *slog.Logger
+	consumer  jetstream.Consumer
+}
+
+type delivered struct {
+	msg jetstream.Msg
+	env Envelope
+	md  *jetstream.MsgMetadata
+}
+
+func (w *worker) run(ctx context.Context) error {
+	for ctx.Err() == nil {
+		if w.consumer == nil {
+			c, err := w.rt.ensureConsumer(ctx, w.p, w.partition)
+			if err != nil {
+				w.log.Warn("consumer unavailable; retrying", "err", err)
+				sleep(ctx, w.rt.cfg.RetryBackoff)
+				continue
+			}
+			w.consumer = c
+		}
+		if err := w.fetch(ctx); err != nil && ctx.Err() == nil {
+			if errors.Is(err, jetstream.ErrPinIDMismatch) || errors.Is(err, jetstream.ErrNoHeartbeat) {
+				// Another process holds this partition; stand by.
+				sleep(ctx, w.rt.cfg.PinnedTTL/5)
+				continue
+			}
+			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+				w.consumer = nil
+			}
+			w.log.Debug("fetch failed; retrying", "err", err)
+			sleep(ctx, 200*time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// fetch issues one pull request and applies what it delivers in chunks: the
+// first event of a chunk is waited for, then whatever else arrives within
+// Linger joins it, up to BatchSize.
+func (w *worker) fetch(ctx context.Context) error {
+	// The pull ends with ctx, so a stopping runtime does not wait out the
+	// pull request; events it delivered and nobody took are given back.
+	fctx, cancel := context.WithTimeout(ctx, w.rt.cfg.FetchWait)
+	defer cancel()
+	batch, err := w.consumer.Fetch(w.rt.cfg.BatchSize, jetstream.FetchContext(fctx),
+		jetstream.FetchPriorityGroup(priorityGroup))
+	if err != nil {
+		return err
+	}
+	msgs := batch.Messages()
+	defer func() {
+		for m := range msgs {
+			_ = m.Nak()
+		}
+	}()
+	chunk := make([]jetstream.Msg, 0, w.rt.cfg.BatchSize)
+	for {
+		chunk = chunk[:0]
+		if ctx.Err() != nil {
+			return nil
+		}
+		first, ok := <-msgs
+		if !ok {
+			if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				return err
+			}
+			return nil
+		}
+		chunk = append(chunk, first)
+		linger := time.NewTimer(w.rt.cfg.Linger)
+	gather:
+		for len(chunk) < w.rt.cfg.BatchSize {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					break gather
+				}
+				chunk = append(chunk, m)
+			case <-linger.C:
+				break gather
+			}
+		}
+		linger.Stop()
+		// The batch in hand is finished even when ctx ends: drain, not drop.
+		if err := w.process(context.WithoutCancel(ctx), ctx, chunk); err != nil {
+			return err
+		}
+	}
+}
+
+// process decodes, applies and acknowledges one chunk. Poison events go to
+// the dead-letter stream; a failing store is retried (the events stay
+// in progress) until it recovers or the runtime stops.
+func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error {
+	start := time.Now()
+	items := make([]delivered, 0, len(msgs))
+	for _, m := range msgs {
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("message metadata: %w", err)
+		}
+		if int(md.NumDelivered) > w.rt.cfg.MaxDeliver {
+			w.deadLetter(ctx, m, md, fmt.Sprintf("delivered %d times without being applied", md.NumDelivered))
+			continue
+		}
+		ev, err := jnats.DecodeMsg(m.Subject(), m.Headers(), m.Data())
+		if err != nil {
+			w.deadLetter(ctx, m, md, err.Error())
+			continue
+		}
+		items = append(items, delivered{msg: m, md: md, env: Envelope{
+			Seq: md.Sequence.Stream, ID: ev.ID, AggregateType: ev.AggregateType, AggregateID: ev.AggregateID,
+			AggregateVersion: ev.AggregateVersion, EventType: ev.EventType, SchemaVersion: ev.SchemaVersion,
+			OccurredAt: ev.OccurredAt, TraceParent: ev.TraceParent, Payload: ev.Payload,
+		}})
+	}
+	for attempt := 0; len(items) > 0; attempt++ {
+		envs := make([]Envelope, len(items))
+		for i, it := range items {
+			envs[i] = it.env
+		}
+		err := w.p.Store.Apply(ctx, envs)
+		if err == nil {
+			w.rt.metrics.observe(w.p.Name, w.partition, envs, time.Since(start))
+			if w.rt.cfg.OnApplied != nil {
+				w.rt.cfg.OnApplied(w.p.Name, envs)
+			}
+			break
+		}
+		var poison *PoisonError
+		if errors.As(err, &poison) {
+			i := indexOfSeq(items, poison.Seq)
+			if i < 0 {
+				return fmt.Errorf("projection %s: poison error names seq %d outside the batch: %w", w.p.Name, poison.Seq, err)
+			}
+			w.deadLetter(ctx, items[i].msg, items[i].md, poison.Reason)
+			items = append(items[:i], items[i+1:]...)
+			continue
+		}
+		w.rt.metrics.retries.WithLabelValues(w.p.Name).Inc()
+		w.log.Warn("applying a batch failed; retrying", "err", err, "attempt", attempt+1, "events", len(items))
+		for _, it := range items {
+			_ = it.msg.InProgress()
+		}
+		if stop.Err() != nil {
+			// Give the events back: they are redelivered at once to whichever
+			// worker holds the partition next (or after AckWait if this
+			// process dies first). Acks are per event, so nobody's later
+			// ack can cover them.
+			for _, it := range items {
+				_ = it.msg.Nak()
+			}
+			return stop.Err()
+		}
+		sleep(stop, backoff(attempt, w.rt.cfg.RetryBackoff))
+	}
+	// Every event is acknowledged on its own (dead-lettered ones included):
+	// with AckAll, a standby's ack of a later event would cover events a
+	// stopped worker still held, and they would never be applied. The last
+	// ack is a double ack: the connection keeps order, so when the server
+	// confirms it, the whole chunk's checkpoint is durable.
+	for _, m := range msgs[:len(msgs)-1] {
+		if err := m.Ack(); err != nil {
+			return fmt.Errorf("ack: %w", err)
+		}
+	}
+	if err := msgs[len(msgs)-1].DoubleAck(ctx); err != nil {
+		return fmt.Errorf("ack: %w", err)
+	}
+	return nil
+}
+
+func indexOfSeq(items []delivered, seq uint64) int {
+	for i, it := range items {
+		if it.env.Seq == seq {
+			return i
+		}
+	}
+	return -1
+}
+
+// deadLetter publishes m with its original headers and the reason to
+// dlq.<projection>.<partition>, deduplicated by stream sequence, and retries
+// until the dead-letter stream has it: an event is never dropped silently.
+func (w *worker) deadLetter(ctx context.Context, m jetstream.Msg, md *jetstream.MsgMetadata, reason string) {
+	out := natsgo.NewMsg(fmt.Sprintf("dlq.%s.%d", w.p.Name, w.partition))
+	for k, v := range m.Headers() {
+		out.Header[k] = append([]string(nil), v...)
+	}
+	seq := strconv.FormatUint(md.Sequence.Stream, 10)
+	out.Header.Set(HeaderDLQEventID, m.Headers().Get(natsgo.MsgIdHdr))
+	out.Header.Set(natsgo.MsgIdHdr, w.p.Name+"-"+w.rt.cfg.Generation+"-"+seq)
+	out.Header.Set(HeaderDLQReason, reason)
+	out.Header.Set(HeaderDLQProjection, w.p.Name)
+	out.Header.Set(HeaderDLQStreamSeq, seq)
+	out.Header.Set(HeaderDLQSubject, m.Subject())
+	out.Header.Set(HeaderDLQDeliveries, strconv.FormatUint(md.NumDelivered, 10))
+	out.Data = m.Data()
+	for attempt := 0; ; attempt++ {
+		_, err := w.rt.js.PublishMsg(ctx, out, jetstream.WithExpectStream(w.rt.cfg.DLQStream))
+		if err == nil {
+			break
+		}
+		w.log.Warn("dead-lettering failed; retrying", "seq", seq, "err", err)
+		_ = m.InProgress()
+		sleep(ctx, backoff(attempt, w.rt.cfg.RetryBackoff))
+	}
+	w.rt.metrics.deadLetters.WithLabelValues(w.p.Name).Inc()
+	w.log.Warn("event dead-lettered", "seq", seq, "subject", m.Subject(), "reason", reason)
+}
+
+func backoff(attempt int, max time.Duration) time.Duration {
+	d := 50 * time.Millisecond << min(attempt, 10)
+	return min(d, max)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+type runtimeMetrics struct {
+	applied     *prometheus.CounterVec
+	lastSeq     *prometheus.GaugeVec
+	lag         *prometheus.HistogramVec
+	retries     *prometheus.CounterVec
+	deadLetters *prometheus.CounterVec
+	mu          sync.Mutex
+	last        map[string]uint64
+}
+
+func newRuntimeMetrics(reg prometheus.Registerer) (*runtimeMetrics, error) {
+	m := &runtimeMetrics{
+		applied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetcqrs_projection_events_applied_total",
+			Help: "Events applied to a read model."}, []string{"projection"}),
+		lastSeq: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "jetcqrs_projection_last_seq",
+			Help: "Stream sequence of the last event applied, per partition."}, []string{"projection", "partition"}),
+		lag: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "jetcqrs_projection_lag_seconds",
+			Help:    "Time from the event's commit (occurred_at) to its application in the read model.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"projection"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetcqrs_projection_batch_retries_total",
+			Help: "Batches retried after a store error."}, []string{"projection"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetcqrs_projection_dead_letters_total",
+			Help: "Events sent to the dead-letter stream."}, []string{"projection"}),
+		last: map[string]uint64{},
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.applied, m.lastSeq, m.lag, m.retries, m.deadLetters} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *runtimeMetrics) observe(projection string, partition int, envs []Envelope, _ time.Duration) {
+	now := time.Now()
+	m.applied.WithLabelValues(projection).Add(float64(len(envs)))
+	m.lastSeq.WithLabelValues(projection, strconv.Itoa(partition)).Set(float64(envs[len(envs)-1].Seq))
+	h := m.lag.WithLabelValues(projection)
+	for _, e := range envs {
+		h.Observe(now.Sub(e.OccurredAt).Seconds())
+	}
+}
+
+// Status is one projection's state for GET /v1/admin/projections.
+type Status struct {
+	Name       string `json:"name"`
+	Generation string `json:"generation"`
+	// State is "live" when nothing is pending, "catching_up" otherwise.
+	State string `json:"state"`
+	// LastSeq is the highest stream sequence acknowledged on any partition.
+	LastSeq uint64 `json:"last_seq"`
+	// Pending counts events not yet applied (waiting or in flight).
+	Pending uint64 `json:"pending"`
+	// LagMS is how far the last applied event's commit lies behind now,
+	// when anything is pending; 0 when live.
+	LagMS int64 `json:"lag_ms"`
+	// DeadLetters counts this projection's events in the dead-letter stream.
+	DeadLetters uint64 `json:"dead_letters"`
+}
+
+// Status reports every projection, from its consumers and the dead-letter
+// stream.
+func (r *Runtime) Status(ctx context.Context) ([]Status, error) {
+	out := make([]Status, 0, len(r.projections))
+	dlq, err := r.js.Stream(ctx, r.cfg.DLQStream)
+	if err != nil {
+		return nil, fmt.Errorf("projections: dead-letter stream: %w", err)
+	}
+	for _, p := range r.projections {
+		st := Status{Name: p.Name, Generation: r.cfg.Generation}
+		var lastActive time.Time
+		for part := 0; part < r.cfg.Partitions; part++ {
+			c, err := r.js.Consumer(ctx, r.cfg.Stream, r.ConsumerName(p.Name, part))
+			if errors.Is(err, jetstream.ErrConsumerNotFound) {
+				st.State = "starting" // being (re)created by its worker
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("projections: consumer %s: %w", r.ConsumerName(p.Name, part), err)
+			}
+			info := c.CachedInfo()
+			if fresh, err := c.Info(ctx); err == nil {
+				info = fresh
+			}
+			st.LastSeq = max(st.LastSeq, info.AckFloor.Stream)
+			st.Pending += info.NumPending + uint64(info.NumAckPending)
+			if info.AckFloor.Last != nil && info.AckFloor.Last.After(lastActive) {
+				lastActive = *info.AckFloor.Last
+			}
+		}
+		si, err := dlq.Info(ctx, jetstream.WithSubjectFilter("dlq."+p.Name+".>"))
+		if err != nil {
+			return nil, fmt.Errorf("projections: dead-letter stream: %w", err)
+		}
+		for _, n := range si.State.Subjects {
+			st.DeadLetters += n
+		}
+		if st.State == "" {
+			st.State = "live"
+		}
+		if st.Pending > 0 {
+			st.State = "catching_up"
+			if !lastActive.IsZero() {
+				st.LagMS = time.Since(lastActive).Milliseconds()
+			}
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}

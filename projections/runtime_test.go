@@ -1,0 +1,216 @@
+package projections_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetcqrs/jetcqrs/internal/testenv"
+	jnats "github.com/jetcqrs/jetcqrs/nats"
+	"github.com/jetcqrs/jetcqrs/projections"
+)
+
+// recorder is an in-memory Applier that records what it applied, per key, and
+// can be told to fail or to call an event poison.
+type recorder struct {
+	mu      sync.Mutex
+	applied map[string][]uint64 // aggregate id → seqs in apply order
+	byProc  map[string]string   // aggregate id → which runtime applied it
+	name    string
+	failN   int
+	poison  map[uint64]bool
+	total   int
+}
+
+func newRecorder(name string) *recorder {
+	return &recorder{applied: map[string][]uint64{}, byProc: map[string]string{}, name: name, poison: map[uint64]bool{}}
+}
+
+func (r *recorder) Apply(_ context.Context, events []projections.Envelope) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failN > 0 {
+		r.failN--
+		return fmt.Errorf("store unavailable")
+	}
+	for _, e := range events {
+		if r.poison[e.Seq] {
+			return &projections.PoisonError{Seq: e.Seq, Reason: "cannot decode payload"}
+		}
+	}
+	for _, e := range events {
+		r.applied[e.AggregateID] = append(r.applied[e.AggregateID], e.Seq)
+		r.byProc[e.AggregateID] = r.name
+		r.total++
+	}
+	return nil
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.total
+}
+
+func publish(t *testing.T, js *testenv.JetStream, n, aggregates int) {
+	t.Helper()
+	pub, err := jnats.NewPublisher(js.JS, jnats.PublisherConfig{Partitions: js.Stream.Partitions}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make([]jnats.Event, n)
+	versions := map[string]int64{}
+	for i := range events {
+		agg := fmt.Sprintf("order-%03d", i%aggregates)
+		versions[agg]++
+		events[i] = jnats.Event{ID: uuid.NewString(), AggregateType: "order", AggregateID: agg,
+			AggregateVersion: versions[agg], EventType: "OrderPaid", SchemaVersion: 1,
+			OccurredAt: time.Now().UTC(), Payload: json.RawMessage(`{"n":` + fmt.Sprint(i) + `}`)}
+	}
+	if acked, err := pub.PublishBatch(context.Background(), events); err != nil || acked != n {
+		t.Fatalf("publish: acked %d of %d: %v", acked, n, err)
+	}
+}
+
+func startRuntime(t *testing.T, js jetstream.JetStream, cfg projections.Config, store projections.Applier) context.CancelFunc {
+	t.Helper()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	rt, err := projections.NewRuntime(js, cfg, []projections.Projection{{Name: "orders", AggregateTypes: []string{"order"}, Store: store}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("runtime: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("runtime did not stop")
+		}
+	})
+	return cancel
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func assertInOrder(t *testing.T, r *recorder) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for agg, seqs := range r.applied {
+		if !slices.IsSorted(seqs) {
+			t.Fatalf("%s applied out of order: %v", agg, seqs)
+		}
+	}
+}
+
+func TestRuntimeAppliesEveryEventInOrderPerAggregate(t *testing.T) {
+	t.Parallel()
+	js := testenv.NATS(t, 4)
+	rec := newRecorder("a")
+	rec.failN = 3 // the store fails a few times first: the batch is retried, not skipped
+	startRuntime(t, js.JS, projections.Config{Partitions: 4, RetryBackoff: 50 * time.Millisecond}, rec)
+	publish(t, js, 2000, 50)
+	waitFor(t, "2000 events applied", 30*time.Second, func() bool { return rec.count() >= 2000 })
+	time.Sleep(200 * time.Millisecond)
+	if got := rec.count(); got != 2000 {
+		t.Fatalf("applied %d events, want exactly 2000", got)
+	}
+	assertInOrder(t, rec)
+}
+
+func TestRuntimeDeadLettersPoisonAndMovesOn(t *testing.T) {
+	t.Parallel()
+	js := testenv.NATS(t, 1)
+	rec := newRecorder("a")
+	publish(t, js, 10, 2)
+	rec.poison[4] = true
+	// A hand-published malformed event: no envelope headers at all.
+	if _, err := js.JS.Publish(context.Background(), "events.order.0.OrderPaid", []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, js, 5, 2)
+	startRuntime(t, js.JS, projections.Config{Partitions: 1}, rec)
+	waitFor(t, "the good events applied", 20*time.Second, func() bool { return rec.count() >= 14 })
+	dlq, err := js.JS.Stream(context.Background(), jnats.DefaultDeadLetterStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "two dead letters", 10*time.Second, func() bool {
+		info, err := dlq.Info(context.Background())
+		return err == nil && info.State.Msgs == 2
+	})
+	reasons := map[string]string{}
+	for seq := uint64(1); seq <= 2; seq++ {
+		m, err := dlq.GetMsg(context.Background(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reasons[m.Header.Get(projections.HeaderDLQStreamSeq)] = m.Header.Get(projections.HeaderDLQReason)
+		if m.Subject != "dlq.orders.0" || m.Header.Get(projections.HeaderDLQProjection) != "orders" {
+			t.Fatalf("dead letter %d: subject %q headers %v", seq, m.Subject, m.Header)
+		}
+	}
+	if reasons["4"] != "cannot decode payload" || reasons["11"] == "" {
+		t.Fatalf("dead-letter reasons = %v, want seq 4 (store poison) and seq 11 (malformed envelope)", reasons)
+	}
+	if got := rec.count(); got != 14 {
+		t.Fatalf("applied %d, want 14 (16 published, 2 dead-lettered)", got)
+	}
+	assertInOrder(t, rec)
+}
+
+// TestRuntimeOneActiveWorkerPerPartition runs two runtimes (as two projector
+// processes would) on the same consumers: each partition is applied by one of
+// them at a time, and when that one stops the other takes over with nothing
+// lost.
+func TestRuntimeOneActiveWorkerPerPartition(t *testing.T) {
+	t.Parallel()
+	js := testenv.NATS(t, 2)
+	a, b := newRecorder("a"), newRecorder("b")
+	cfg := projections.Config{Partitions: 2, PinnedTTL: time.Second}
+	stopA := startRuntime(t, js.JS, cfg, a)
+	time.Sleep(300 * time.Millisecond) // let a pin the partitions first
+	startRuntime(t, js.JS, cfg, b)
+	publish(t, js, 400, 20)
+	waitFor(t, "400 applied", 20*time.Second, func() bool { return a.count()+b.count() >= 400 })
+	if a.count()+b.count() != 400 {
+		t.Fatalf("applied %d+%d, want 400 exactly once", a.count(), b.count())
+	}
+	for agg := range a.applied {
+		if _, both := b.applied[agg]; both {
+			t.Fatalf("aggregate %s applied by both processes", agg)
+		}
+	}
+	stopA()
+	publish(t, js, 200, 20)
+	waitFor(t, "takeover", 20*time.Second, func() bool { return a.count()+b.count() >= 600 })
+	if a.count()+b.count() != 600 {
+		t.Fatalf("applied %d+%d after takeover, want 600", a.count(), b.count())
+	}
+	assertInOrder(t, a)
+	assertInOrder(t, b)
+}
