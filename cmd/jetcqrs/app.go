@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/go-chi/chi/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/jetcqrs/jetcqrs/auth"
+	"github.com/jetcqrs/jetcqrs/commandapi"
+	"github.com/jetcqrs/jetcqrs/internal/httpx"
+	jnats "github.com/jetcqrs/jetcqrs/nats"
+	"github.com/jetcqrs/jetcqrs/postgres"
+	"github.com/jetcqrs/jetcqrs/projections"
+	blevestore "github.com/jetcqrs/jetcqrs/projections/bleve"
+	"github.com/jetcqrs/jetcqrs/queryapi"
+	"github.com/jetcqrs/jetcqrs/relay"
+)
+
+// Components selects what a process runs; `serve` runs all of them.
+type Components struct {
+	CommandAPI bool
+	Relay      bool
+	Projector  bool
+	QueryAPI   bool
+}
+
+// All is what `serve` runs.
+var All = Components{CommandAPI: true, Relay: true, Projector: true, QueryAPI: true}
+
+// Main is the wired process: built by NewMain with every dependency explicit,
+// run by Run until its context ends, released by Close.
+type Main struct {
+	cfg      *Config
+	comp     Components
+	logger   *slog.Logger
+	registry *prometheus.Registry
+	tracer   *sdktrace.TracerProvider
+
+	pool  *pgxpool.Pool
+	store *postgres.Store
+
+	natsServer *jnats.Server
+	nc         *natsgo.Conn
+	js         jetstream.JetStream
+	streamCfg  jnats.StreamConfig
+	relay      *relay.Relay
+
+	redis   *redis.Client
+	ch      driver.Conn
+	models  readModels
+	bleve   *blevestore.CatalogStore
+	runtime *projections.Runtime
+
+	router   chi.Router
+	checks   map[string]func(context.Context) error
+	server   *http.Server
+	listener net.Listener
+}
+
+// NewMain opens what comp needs and builds the HTTP server. On error
+// everything opened so far is closed.
+func NewMain(ctx context.Context, cfg *Config, comp Components, logger *slog.Logger) (*Main, error) {
+	m := &Main{cfg: cfg, comp: comp, logger: logger, registry: prometheus.NewRegistry(),
+		tracer: sdktrace.NewTracerProvider(), router: chi.NewRouter(), checks: map[string]func(context.Context) error{}}
+	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := m.open(ctx); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Main) open(ctx context.Context) error {
+	secret, err := m.cfg.Secret()
+	if err != nil {
+		return err
+	}
+	tokens, err := auth.New(secret)
+	if err != nil {
+		return err
+	}
+	metrics, err := httpx.NewMetrics(m.registry, "http")
+	if err != nil {
+		return err
+	}
+	r := m.router
+	r.Use(httpx.Recover(m.logger), metrics.Middleware)
+	r.NotFound(httpx.NotFound)
+	r.MethodNotAllowed(httpx.MethodNotAllowed)
+
+	if m.comp.CommandAPI {
+		if err := m.openWriteStore(ctx); err != nil {
+			return err
+		}
+		commandapi.New(m.store, tokens, m.tracer.Tracer("jetcqrs/commandapi"), m.logger,
+			commandapi.Config{CommandTimeout: m.cfg.CommandTimeout}).Mount(r)
+	}
+	if m.comp.Relay || m.comp.Projector || m.comp.QueryAPI {
+		if err := m.openBroker(ctx, "jetcqrs"); err != nil {
+			return err
+		}
+		m.checks["nats"] = func(context.Context) error {
+			if !m.nc.IsConnected() {
+				return errors.New("not connected")
+			}
+			return nil
+		}
+	}
+	if m.comp.Projector || m.comp.QueryAPI {
+		if m.comp.QueryAPI && !m.comp.Projector && m.cfg.ElasticsearchURL == "" {
+			return errors.New("query-api alone needs ELASTICSEARCH_URL: the embedded catalog index is opened by one process, " +
+				"so without Elasticsearch run the query API and the projector together (jetcqrs serve)")
+		}
+		if err := m.openReadModels(ctx); err != nil {
+			return err
+		}
+	}
+	if m.comp.Projector {
+		if err := m.openProjector(); err != nil {
+			return err
+		}
+		m.mountDLQ(r, tokens)
+	}
+	if m.comp.QueryAPI {
+		hub := queryapi.NewHub()
+		if err := m.subscribeApplied(hub); err != nil {
+			return err
+		}
+		var projStatus, relayStatus queryapi.StatusSource
+		if m.runtime != nil {
+			projStatus = statusFunc(func(ctx context.Context) (any, error) { return m.runtime.Status(ctx) })
+		}
+		if m.comp.Relay {
+			relayStatus = statusFunc(func(context.Context) (any, error) { return m.relay.Status(), nil })
+		}
+		queryapi.New(m.queryReaders(), tokens, hub, projStatus, relayStatus, m.logger,
+			queryapi.Config{ConsistencyWait: m.cfg.ConsistencyWait}).Mount(r)
+	}
+	if m.comp.Relay {
+		if err := m.openRelay(ctx); err != nil {
+			return err
+		}
+		if !m.comp.QueryAPI {
+			relayStatus := m.relay
+			r.With(httpx.Authenticate(tokens), requireAdmin).Get("/v1/admin/relay", func(w http.ResponseWriter, _ *http.Request) {
+				httpx.WriteJSON(w, http.StatusOK, relayStatus.Status())
+			})
+		}
+	}
+	httpx.Health(r, m.checks)
+	r.Handle("/metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
+
+	m.server = &http.Server{
+		Handler:           r,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      m.cfg.CommandTimeout + 10*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(m.logger.Handler(), slog.LevelWarn),
+	}
+	if m.listener, err = net.Listen("tcp", m.cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("http-addr: %w", err)
+	}
+	return nil
+}
+
+type statusFunc func(context.Context) (any, error)
+
+func (f statusFunc) Status(ctx context.Context) (any, error) { return f(ctx) }
+
+func requireAdmin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a, _ := httpx.ActorFrom(r.Context()); !a.IsAdmin() {
+			httpx.WriteProblem(w, r, "forbidden", "admin endpoints are for admins")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (m *Main) openWriteStore(ctx context.Context) error {
+	if err := postgres.Migrate(ctx, m.cfg.DatabaseURL, m.logger); err != nil {
+		return fmt.Errorf("%w (is PostgreSQL running? `bash scripts/services.sh` starts it)", err)
+	}
+	pcfg, err := pgxpool.ParseConfig(m.cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("database-url: %w", err)
+	}
+	pcfg.MaxConns = m.cfg.DBMaxConns
+	if m.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
+		return fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	m.store = postgres.NewStore(m.pool)
+	m.checks["postgres"] = m.store.Ping
+	return nil
+}
+
+// Addr returns the address the HTTP server listens on.
+func (m *Main) Addr() string { return m.listener.Addr().String() }
+
+// Run serves until ctx ends, then drains: HTTP requests in flight finish, the
+// relay confirms what was acknowledged, within the shutdown grace period.
+func (m *Main) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		m.logger.Info("http listening", "addr", m.Addr())
+		if err := m.server.Serve(m.listener); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		m.logger.Info("shutting down", "grace", m.cfg.ShutdownGrace)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.ShutdownGrace)
+		defer cancel()
+		return m.server.Shutdown(sctx)
+	})
+	if m.store != nil {
+		g.Go(func() error { return m.pruneIdempotencyKeys(ctx) })
+	}
+	if m.runtime != nil {
+		g.Go(func() error {
+			if err := m.runtime.Run(ctx); err != nil && ctx.Err() == nil {
+				return fmt.Errorf("projector: %w", err)
+			}
+			return nil
+		})
+	}
+	if m.relay != nil {
+		g.Go(func() error {
+			if err := m.relay.Run(ctx); err != nil && ctx.Err() == nil {
+				return fmt.Errorf("relay: %w", err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// pruneIdempotencyKeys deletes keys older than a day, hourly.
+func (m *Main) pruneIdempotencyKeys(ctx context.Context) error {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			n, err := m.store.PruneIdempotencyKeys(ctx, 24*time.Hour)
+			if err != nil {
+				m.logger.Warn("prune idempotency keys", "err", err)
+			} else if n > 0 {
+				m.logger.Info("pruned idempotency keys", "count", n)
+			}
+		}
+	}
+}
+
+// Close releases everything NewMain opened, in reverse order.
+func (m *Main) Close() {
+	if m.listener != nil {
+		_ = m.listener.Close()
+	}
+	if m.nc != nil {
+		_ = m.nc.Drain()
+	}
+	m.closeReadModels()
+	if m.natsServer != nil {
+		m.natsServer.Shutdown()
+	}
+	if m.pool != nil {
+		m.pool.Close()
+	}
+	_ = m.tracer.Shutdown(context.Background())
+}

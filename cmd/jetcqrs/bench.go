@@ -1,0 +1,110 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/jetcqrs/jetcqrs/bench"
+)
+
+func benchCmd(cfg *Config) *cobra.Command {
+	var out, server, clients string
+	var duration time.Duration
+	cmd := &cobra.Command{
+		Use:   "bench [all|place-order|relay-drain|relay-latency|projection-apply|query-get-order|end-to-end]",
+		Short: "Run benchmarks against their raw baselines and record the figures in docs/benchmarks.md",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			conc, err := parseInts(clients)
+			if err != nil {
+				return fmt.Errorf("--clients: %w", err)
+			}
+			log := cmd.ErrOrStderr()
+			run := map[string]func() (string, error){
+				"place-order": func() (string, error) {
+					return bench.PlaceOrder(cmd.Context(), bench.PlaceOrderConfig{ServerURL: server, Duration: duration,
+						Concurrency: conc, SKUs: 1000, MaxConns: cfg.DBMaxConns, Log: log})
+				},
+				// The backlog scales with --duration: 5,000 events per second of it.
+				"relay-drain": func() (string, error) {
+					return bench.RelayDrain(cmd.Context(), bench.RelayDrainConfig{ServerURL: server,
+						Events: int(duration.Seconds() * 5000), Log: log})
+				},
+				// Nine runs: three pipelines at three loads.
+				"relay-latency": func() (string, error) {
+					return bench.RelayLatency(cmd.Context(), bench.RelayLatencyConfig{ServerURL: server,
+						Rates: []int{100, 1000, 5000}, Duration: duration / 3, Log: log})
+				},
+				// Eight runs: store and raw baseline for four read models.
+				"projection-apply": func() (string, error) {
+					return bench.ProjectionApply(cmd.Context(), bench.ProjectionApplyConfig{RedisURL: cfg.RedisURL,
+						ClickHouseURL: cfg.ClickHouseURL, Duration: duration / 4, Log: log})
+				},
+				// Eight runs: API and bare handler at four concurrencies.
+				"query-get-order": func() (string, error) {
+					qc := []int{1, 4, 16, 64}
+					if cmd.Flags().Changed("clients") {
+						qc = conc
+					}
+					return bench.QueryGetOrder(cmd.Context(), bench.QueryGetOrderConfig{RedisURL: cfg.RedisURL,
+						Duration: duration / 2, Concurrency: qc, Log: log})
+				},
+				// Two runs: the system and the bare chain.
+				"end-to-end": func() (string, error) {
+					return bench.EndToEnd(cmd.Context(), bench.EndToEndConfig{ServerURL: server, RedisURL: cfg.RedisURL,
+						ClickHouseURL: cfg.ClickHouseURL, Rate: 1000, Duration: duration, MaxConns: cfg.DBMaxConns, Log: log})
+				},
+			}
+			names := []string{args[0]}
+			if args[0] == "all" {
+				names = []string{"place-order", "relay-drain", "relay-latency", "projection-apply", "query-get-order", "end-to-end"}
+			}
+			for _, name := range names {
+				fn, ok := run[name]
+				if !ok {
+					return fmt.Errorf("unknown benchmark %q", name)
+				}
+				fmt.Fprintf(log, "benchmark %s\n", name)
+				section, err := fn()
+				if err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), section)
+				if err := bench.WriteSection(out, name, section); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "docs/benchmarks.md", "markdown file to record results in")
+	cmd.Flags().StringVar(&server, "server-url", envOr("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"),
+		"PostgreSQL server that gets scratch databases")
+	cmd.Flags().StringVar(&clients, "clients", "1,4,16", "client concurrencies (query-get-order defaults to 1,4,16,64)")
+	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "length of each measured run; benchmarks made of many runs share it out (each section says how)")
+	return cmd
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("want positive integers separated by commas, got %q", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

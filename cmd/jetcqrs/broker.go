@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetcqrs/jetcqrs/internal/relaypub"
+	jnats "github.com/jetcqrs/jetcqrs/nats"
+	"github.com/jetcqrs/jetcqrs/postgres"
+	"github.com/jetcqrs/jetcqrs/relay"
+)
+
+// openBroker starts the embedded nats-server unless NATS_URL names an
+// external one (which must be ≥ 2.11), connects, and provisions the EVENTS
+// and DLQ streams.
+func (m *Main) openBroker(ctx context.Context, name string) error {
+	url := m.cfg.NATSURL
+	if url == "" {
+		srv, err := jnats.StartEmbedded(jnats.ServerConfig{Port: m.cfg.NATSPort, StoreDir: filepath.Join(m.cfg.DataDir, "nats")},
+			m.logger)
+		if err != nil {
+			return fmt.Errorf("embedded NATS: %w (set NATS_PORT to another port, or NATS_URL to use an external server)", err)
+		}
+		m.natsServer = srv
+		url = srv.ClientURL()
+		m.logger.Info("embedded NATS listening", "url", url, "store", filepath.Join(m.cfg.DataDir, "nats"))
+	}
+	nc, err := jnats.Connect(ctx, url, name, m.logger)
+	if err != nil {
+		return err
+	}
+	m.nc = nc
+	if err := jnats.RequireServerVersion(nc, "2.11.0"); err != nil {
+		return err
+	}
+	if m.js, err = jetstream.New(nc); err != nil {
+		return err
+	}
+	m.streamCfg = jnats.StreamConfig{Partitions: m.cfg.Partitions, DuplicateWindow: m.cfg.DuplicateWindow}
+	if _, err := jnats.EnsureStream(ctx, m.js, m.streamCfg); err != nil {
+		return err
+	}
+	if _, err := jnats.EnsureDeadLetterStream(ctx, m.js, jnats.DeadLetterConfig{}); err != nil {
+		return err
+	}
+	return nil
+}
+
+// openRelay builds the relay that publishes the outbox to the stream and
+// installs its publication and slot before anything else starts: a slot sees
+// only transactions that commit after it exists, so commands accepted before
+// it would never reach the stream.
+func (m *Main) openRelay(ctx context.Context) error {
+	if m.store == nil { // the relay alone: the outbox table must exist first
+		if err := postgres.Migrate(ctx, m.cfg.DatabaseURL, m.logger); err != nil {
+			return fmt.Errorf("%w (is PostgreSQL running? `bash scripts/services.sh` starts it)", err)
+		}
+	}
+	pub, err := jnats.NewPublisher(m.js, jnats.PublisherConfig{Partitions: m.cfg.Partitions}, m.logger)
+	if err != nil {
+		return err
+	}
+	m.relay, err = relay.New(relay.Config{
+		DatabaseURL:     m.cfg.DatabaseURL,
+		Mode:            relay.Mode(m.cfg.RelayMode),
+		SlotName:        m.cfg.SlotName,
+		PublicationName: m.cfg.SlotName,
+		Logger:          m.logger,
+		Registerer:      m.registry,
+	}, relaypub.New(pub))
+	if err != nil {
+		return err
+	}
+	return m.relay.Install(ctx)
+}

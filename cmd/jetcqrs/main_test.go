@@ -1,0 +1,177 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jetcqrs/jetcqrs/auth"
+	"github.com/jetcqrs/jetcqrs/domain"
+	"github.com/jetcqrs/jetcqrs/internal/testenv"
+)
+
+// run executes the CLI with args and an isolated environment.
+func run(t *testing.T, env map[string]string, args ...string) (string, error) {
+	t.Helper()
+	for _, name := range envNames {
+		t.Setenv(name, "")
+		os.Unsetenv(name)
+	}
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	cmd := newRootCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	cases := []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{map[string]string{"DATABASE_URL": "mysql://x"}, nil, "database-url ($DATABASE_URL)"},
+		{map[string]string{"REDIS_URL": "http://x"}, nil, "redis-url ($REDIS_URL)"},
+		{map[string]string{"NATS_URL": "http://x"}, nil, "nats-url ($NATS_URL)"},
+		{map[string]string{"JWT_SECRET": "short"}, nil, "jwt-secret ($JWT_SECRET)"},
+		{map[string]string{"HTTP_ADDR": "8080"}, nil, "http-addr ($HTTP_ADDR)"},
+		{map[string]string{"DB_MAX_CONNS": "lots"}, nil, "db-max-conns (from $DB_MAX_CONNS)"},
+		{map[string]string{"DB_MAX_CONNS": "0"}, nil, "db-max-conns ($DB_MAX_CONNS)"},
+		{map[string]string{"COMMAND_TIMEOUT": "-1s"}, nil, "command-timeout ($COMMAND_TIMEOUT)"},
+		{map[string]string{"LOG_LEVEL": "loud"}, nil, "log-level ($LOG_LEVEL)"},
+		{nil, []string{"--log-format", "xml"}, "log-format ($LOG_FORMAT)"},
+	}
+	for _, c := range cases {
+		t.Run(c.want, func(t *testing.T) {
+			args := append([]string{"version"}, c.args...)
+			_, err := run(t, c.env, args...)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want it to name %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestFlagsWinOverEnvironment(t *testing.T) {
+	cfg := &Config{}
+	cmd := newRootCmd()
+	cfg.bind(cmd.Flags())
+	t.Setenv("HTTP_ADDR", "127.0.0.1:1")
+	if err := cmd.Flags().Parse([]string{"--http-addr", "127.0.0.1:2"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyEnv(cmd.Flags()); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTPAddr != "127.0.0.1:2" {
+		t.Fatalf("http addr = %q, want the flag's value", cfg.HTTPAddr)
+	}
+}
+
+func TestTokenUsesGeneratedSecretAndVerifies(t *testing.T) {
+	dir := t.TempDir()
+	out, err := run(t, map[string]string{"DATA_DIR": dir}, "token", "--sub", "u1", "--role", "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := os.ReadFile(filepath.Join(dir, "jwt-secret"))
+	if err != nil {
+		t.Fatalf("secret file: %v", err)
+	}
+	if st, _ := os.Stat(filepath.Join(dir, "jwt-secret")); st.Mode().Perm() != 0o600 {
+		t.Fatalf("secret file mode %v, want 0600", st.Mode().Perm())
+	}
+	tokens, err := auth.New(bytes.TrimSpace(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	actor, err := tokens.Verify(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("verify printed token: %v", err)
+	}
+	if actor != (domain.Actor{Subject: "u1", Role: domain.RoleAdmin}) {
+		t.Fatalf("actor = %+v", actor)
+	}
+	// A second call reuses the same secret.
+	out2, err := run(t, map[string]string{"DATA_DIR": dir}, "token", "--sub", "u2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tokens.Verify(strings.TrimSpace(out2)); err != nil {
+		t.Fatalf("second token does not verify with the same secret: %v", err)
+	}
+	if _, err := run(t, map[string]string{"DATA_DIR": dir}, "token", "--sub", "u1", "--role", "root"); err == nil {
+		t.Fatal("role root was accepted")
+	}
+}
+
+// TestServeAnswersAndShutsDownGracefully runs the wired process against the
+// real PostgreSQL, checks health and readiness, then cancels it as SIGTERM
+// would and expects a clean return.
+func TestServeAnswersAndShutsDownGracefully(t *testing.T) {
+	cfg := &Config{}
+	cmd := newRootCmd()
+	cfg.bind(cmd.Flags())
+	_ = cmd.Flags().Parse(nil)
+	cfg.DatabaseURL = testenv.PostgresURL(t)
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	cfg.NATSPort = -1
+	redisURL, prefix := testenv.RedisURL(t)
+	cfg.RedisURL, cfg.RedisPrefix = redisURL, prefix
+	chAddr, chDB := testenv.ClickHouseAddr(t)
+	cfg.ClickHouseURL = "clickhouse://" + chAddr + "/" + chDB
+	cfg.SlotName = "jetcqrs_test_serve"
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m, err := NewMain(ctx, cfg, All, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	base := "http://" + m.Addr()
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s = %d", path, resp.StatusCode)
+		}
+	}
+	resp, err := http.Post(base+"/v1/orders", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("unauthenticated command = %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run returned %v after shutdown", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+}
