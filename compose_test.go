@@ -1,0 +1,323 @@
+package jetcqrs_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+// infraServices are the engines docker-compose.yml runs for the app.
+var infraServices = []string{"postgres", "nats", "redis", "elasticsearch", "clickhouse"}
+
+// appEnv is the configuration the app service must be given.
+var appEnv = []string{
+	"DATABASE_URL", "REDIS_URL", "NATS_URL", "ELASTICSEARCH_URL", "CLICKHOUSE_URL", "JWT_SECRET", "HTTP_ADDR",
+}
+
+// TestDockerCompose checks the shape of the local production stack: the
+// engines with what jetcqrs needs of them, and an app that starts only once
+// they are healthy.
+func TestDockerCompose(t *testing.T) {
+	t.Parallel()
+	compose := loadCompose(t, "docker-compose.yml")
+
+	tests := []composeCheck{
+		{"all services exist", func(t *testing.T, c composeFile) {
+			for _, name := range append(slices.Clone(infraServices), "app") {
+				if _, ok := c.Services[name]; !ok {
+					t.Errorf("service %q is missing", name)
+				}
+			}
+		}},
+		{"postgres runs with logical decoding", func(t *testing.T, c composeFile) {
+			args := c.Services["postgres"].Command
+			for _, setting := range []string{"wal_level=logical", "max_replication_slots=32", "max_wal_senders=32"} {
+				if !hasFlagValue(args, "-c", setting) {
+					t.Errorf("postgres command %q lacks -c %s", args, setting)
+				}
+			}
+		}},
+		{"nats is at least 2.11 with JetStream on a volume", func(t *testing.T, c composeFile) {
+			nats := c.Services["nats"]
+			major, minor, err := imageVersion(nats.Image)
+			if err != nil {
+				t.Fatalf("nats image: %v", err)
+			}
+			if major < 2 || major == 2 && minor < 11 {
+				t.Errorf("nats image %q: version %d.%d, want >= 2.11", nats.Image, major, minor)
+			}
+			if !slices.Contains(nats.Command, "-js") && !slices.Contains(nats.Command, "--jetstream") {
+				t.Errorf("nats command %q lacks -js", nats.Command)
+			}
+			if !hasFlagValue(nats.Command, "-sd", "/data") {
+				t.Errorf("nats command %q lacks -sd /data", nats.Command)
+			}
+		}},
+		{"app environment is complete", func(t *testing.T, c composeFile) {
+			env := c.Services["app"].Environment
+			for _, name := range appEnv {
+				if env[name] == "" {
+					t.Errorf("app environment: %s is not set", name)
+				}
+			}
+			if !strings.HasPrefix(env["DATABASE_URL"], "postgres://") || !strings.Contains(env["DATABASE_URL"], "@postgres:") {
+				t.Errorf("app DATABASE_URL %q does not point at the postgres service", env["DATABASE_URL"])
+			}
+			if !strings.Contains(env["NATS_URL"], "//nats:") {
+				t.Errorf("app NATS_URL %q does not point at the nats service", env["NATS_URL"])
+			}
+		}},
+		{"app is built from a Dockerfile that builds ./cmd/jetcqrs", func(t *testing.T, c composeFile) {
+			build := c.Services["app"].Build
+			if build.Context == "" {
+				t.Fatal("app has no build context")
+			}
+			dockerfile := build.Dockerfile
+			if dockerfile == "" {
+				dockerfile = "Dockerfile"
+			}
+			path := filepath.Join(build.Context, dockerfile)
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("app build: %v", err)
+			}
+			if !buildsCommand(string(data), "./cmd/jetcqrs") {
+				t.Errorf("%s has no RUN ... go build ... ./cmd/jetcqrs", path)
+			}
+		}},
+	}
+	for _, name := range infraServices {
+		tests = append(tests,
+			composeCheck{name + " has a healthcheck", func(t *testing.T, c composeFile) {
+				hc := c.Services[name].Healthcheck
+				if hc == nil || hc.Disable || len(hc.Test) == 0 || hc.Test[0] == "NONE" {
+					t.Errorf("service %s has no healthcheck", name)
+				}
+			}},
+			composeCheck{"app waits until " + name + " is healthy", func(t *testing.T, c composeFile) {
+				cond, ok := c.Services["app"].DependsOn[name]
+				if !ok || cond != "service_healthy" {
+					t.Errorf("app depends_on %s: condition %q, want service_healthy", name, cond)
+				}
+			}},
+			composeCheck{name + " keeps its data in a named volume", func(t *testing.T, c composeFile) {
+				for _, mount := range c.Services[name].Volumes {
+					source, _, ok := strings.Cut(mount, ":")
+					if _, declared := c.Volumes[source]; ok && declared {
+						return
+					}
+				}
+				t.Errorf("service %s mounts no named volume (volumes %q)", name, c.Services[name].Volumes)
+			}},
+		)
+	}
+
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.check(t, compose)
+		})
+	}
+}
+
+func TestImageVersion(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		image        string
+		major, minor int
+		wantErr      bool
+	}{
+		{image: "nats:2.11", major: 2, minor: 11},
+		{image: "nats:2.15-alpine", major: 2, minor: 15},
+		{image: "docker.io/library/nats:2.10.22", major: 2, minor: 10},
+		{image: "registry:5000/nats:3.0", major: 3, minor: 0},
+		{image: "nats", wantErr: true},
+		{image: "nats:latest", wantErr: true},
+		{image: "nats:2", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.image, func(t *testing.T) {
+			t.Parallel()
+			major, minor, err := imageVersion(tt.image)
+			if (err != nil) != tt.wantErr || !tt.wantErr && (major != tt.major || minor != tt.minor) {
+				t.Errorf("imageVersion(%q) = %d, %d, %v; want %d, %d, error %v", tt.image, major, minor, err, tt.major, tt.minor, tt.wantErr)
+			}
+		})
+	}
+}
+
+// composeCheck is one assertion on docker-compose.yml.
+type composeCheck struct {
+	name  string
+	check func(t *testing.T, c composeFile)
+}
+
+type composeFile struct {
+	Services map[string]composeService `yaml:"services"`
+	Volumes  map[string]any            `yaml:"volumes"`
+}
+
+type composeService struct {
+	Image       string       `yaml:"image"`
+	Build       buildSpec    `yaml:"build"`
+	Command     stringList   `yaml:"command"`
+	Environment environment  `yaml:"environment"`
+	Healthcheck *healthcheck `yaml:"healthcheck"`
+	DependsOn   dependsOn    `yaml:"depends_on"`
+	Volumes     []string     `yaml:"volumes"`
+}
+
+type healthcheck struct {
+	Test    stringList `yaml:"test"`
+	Disable bool       `yaml:"disable"`
+}
+
+// stringList is a command in either compose form: a sequence, or one string
+// split on spaces.
+type stringList []string
+
+func (l *stringList) UnmarshalYAML(node *yaml.Node) error {
+	if node.Kind == yaml.ScalarNode {
+		*l = strings.Fields(node.Value)
+		return nil
+	}
+	var items []string
+	if err := node.Decode(&items); err != nil {
+		return err
+	}
+	*l = items
+	return nil
+}
+
+// environment is an environment in either compose form: a mapping, or a
+// sequence of NAME=value.
+type environment map[string]string
+
+func (e *environment) UnmarshalYAML(node *yaml.Node) error {
+	*e = environment{}
+	if node.Kind == yaml.SequenceNode {
+		var items []string
+		if err := node.Decode(&items); err != nil {
+			return err
+		}
+		for _, item := range items {
+			name, value, _ := strings.Cut(item, "=")
+			(*e)[name] = value
+		}
+		return nil
+	}
+	var values map[string]string
+	if err := node.Decode(&values); err != nil {
+		return err
+	}
+	for name, value := range values {
+		(*e)[name] = value
+	}
+	return nil
+}
+
+// dependsOn maps each dependency to its condition; the short (sequence) form
+// has no condition, which compose treats as service_started.
+type dependsOn map[string]string
+
+func (d *dependsOn) UnmarshalYAML(node *yaml.Node) error {
+	*d = dependsOn{}
+	if node.Kind == yaml.SequenceNode {
+		var names []string
+		if err := node.Decode(&names); err != nil {
+			return err
+		}
+		for _, name := range names {
+			(*d)[name] = "service_started"
+		}
+		return nil
+	}
+	var long map[string]struct {
+		Condition string `yaml:"condition"`
+	}
+	if err := node.Decode(&long); err != nil {
+		return err
+	}
+	for name, dep := range long {
+		(*d)[name] = dep.Condition
+	}
+	return nil
+}
+
+// buildSpec is a build in either compose form: a context path, or a mapping.
+type buildSpec struct {
+	Context    string `yaml:"context"`
+	Dockerfile string `yaml:"dockerfile"`
+}
+
+func (b *buildSpec) UnmarshalYAML(node *yaml.Node) error {
+	if node.Kind == yaml.ScalarNode {
+		b.Context = node.Value
+		return nil
+	}
+	type plain buildSpec
+	return node.Decode((*plain)(b))
+}
+
+func loadCompose(t *testing.T, path string) composeFile {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c composeFile
+	if err := yaml.Unmarshal(data, &c); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return c
+}
+
+// hasFlagValue reports whether args holds flag followed by value.
+func hasFlagValue(args []string, flag, value string) bool {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == flag && args[i+1] == value {
+			return true
+		}
+	}
+	return false
+}
+
+var tagVersion = regexp.MustCompile(`^v?(\d+)\.(\d+)`)
+
+// imageVersion returns the major and minor version of an image's tag, which
+// must start with major.minor.
+func imageVersion(image string) (major, minor int, err error) {
+	name := image[strings.LastIndex(image, "/")+1:]
+	_, tag, ok := strings.Cut(name, ":")
+	if !ok {
+		return 0, 0, fmt.Errorf("image %q has no tag; pin a version", image)
+	}
+	m := tagVersion.FindStringSubmatch(tag)
+	if m == nil {
+		return 0, 0, fmt.Errorf("image %q: tag %q does not start with major.minor", image, tag)
+	}
+	major, _ = strconv.Atoi(m[1])
+	minor, _ = strconv.Atoi(m[2])
+	return major, minor, nil
+}
+
+var goBuildCmd = regexp.MustCompile(`(?m)^\s*RUN\b.*\bgo build\b.*`)
+
+// buildsCommand reports whether a Dockerfile has a RUN instruction that runs
+// go build on pkg; continuation lines are joined first.
+func buildsCommand(dockerfile, pkg string) bool {
+	joined := strings.ReplaceAll(dockerfile, "\\\n", " ")
+	for _, line := range goBuildCmd.FindAllString(joined, -1) {
+		if slices.Contains(strings.Fields(line), pkg) {
+			return true
+		}
+	}
+	return false
+}
