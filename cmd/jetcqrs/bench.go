@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -13,7 +14,7 @@ import (
 )
 
 func benchCmd(cfg *Config) *cobra.Command {
-	var out, server, clients string
+	var out, server, clients, cpuProfile string
 	var duration time.Duration
 	cmd := &cobra.Command{
 		Use:   "bench [all|place-order|relay-drain|relay-latency|projection-apply|query-get-order|end-to-end]",
@@ -60,6 +61,17 @@ func benchCmd(cfg *Config) *cobra.Command {
 						ClickHouseURL: cfg.ClickHouseURL, Rate: 1000, Duration: duration, MaxConns: cfg.DBMaxConns, Log: log})
 				},
 			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			names := []string{args[0]}
 			if args[0] == "all" {
 				names = []string{"place-order", "relay-drain", "relay-latency", "projection-apply", "query-get-order", "end-to-end"}
@@ -86,6 +98,7 @@ func benchCmd(cfg *Config) *cobra.Command {
 	cmd.Flags().StringVar(&server, "server-url", envOr("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"),
 		"PostgreSQL server that gets scratch databases")
 	cmd.Flags().StringVar(&clients, "clients", "1,4,16", "client concurrencies (query-get-order defaults to 1,4,16,64)")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "length of each measured run; benchmarks made of many runs share it out (each section says how)")
 	return cmd
 }
