@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/hashicorp/golang-lru/v2/expirable"
 
 	"github.com/jetcqrs/jetcqrs/domain"
 )
@@ -25,11 +26,29 @@ type claims struct {
 	jwt.RegisteredClaims
 }
 
+// leeway is the clock skew tolerated on a token's expiry.
+const leeway = 5 * time.Second
+
+// Verified tokens are remembered so that a client sending the same token on
+// every request pays for its HMAC and JSON once per cacheTTL, not per request.
+// Only tokens that passed verification enter the cache, found again by their
+// exact text; their own expiry is checked on every hit.
+const (
+	cacheSize = 16384
+	cacheTTL  = time.Minute
+)
+
 // Tokens issues and verifies tokens with one secret.
 type Tokens struct {
 	secret []byte
 	parser *jwt.Parser
 	now    func() time.Time
+	cache  *expirable.LRU[string, verified]
+}
+
+type verified struct {
+	actor   domain.Actor
+	expires time.Time // exp plus the leeway
 }
 
 // New returns Tokens for secret, which must be at least MinSecretLen bytes.
@@ -37,12 +56,14 @@ func New(secret []byte) (*Tokens, error) {
 	if len(secret) < MinSecretLen {
 		return nil, fmt.Errorf("JWT secret must be at least %d bytes, got %d", MinSecretLen, len(secret))
 	}
-	return &Tokens{
+	t := &Tokens{
 		secret: secret,
-		parser: jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(),
-			jwt.WithLeeway(5*time.Second)),
-		now: time.Now,
-	}, nil
+		now:    time.Now,
+		cache:  expirable.NewLRU[string, verified](cacheSize, nil, cacheTTL),
+	}
+	t.parser = jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(),
+		jwt.WithLeeway(leeway), jwt.WithTimeFunc(func() time.Time { return t.now() }))
+	return t, nil
 }
 
 // Issue returns a signed token for subject and role that expires after ttl.
@@ -68,6 +89,12 @@ func (t *Tokens) Issue(subject string, role domain.Role, ttl time.Duration) (str
 // Verify checks the signature, algorithm and expiry of token and returns its
 // actor. Every failure wraps ErrInvalidToken.
 func (t *Tokens) Verify(token string) (domain.Actor, error) {
+	if v, ok := t.cache.Get(token); ok {
+		if t.now().Before(v.expires) {
+			return v.actor, nil
+		}
+		t.cache.Remove(token)
+	}
 	var c claims
 	_, err := t.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return t.secret, nil })
 	if err != nil {
@@ -78,7 +105,9 @@ func (t *Tokens) Verify(token string) (domain.Actor, error) {
 		return domain.Actor{}, fmt.Errorf("%w: sub (1..%d printable characters) and role (customer or admin) are required",
 			ErrInvalidToken, domain.MaxUserIDLen)
 	}
-	return domain.Actor{Subject: c.Subject, Role: role}, nil
+	actor := domain.Actor{Subject: c.Subject, Role: role}
+	t.cache.Add(token, verified{actor: actor, expires: c.ExpiresAt.Add(leeway)})
+	return actor, nil
 }
 
 // validSubject accepts what can be a user id everywhere it is stored: valid
