@@ -83,6 +83,10 @@ type OrderListEntry struct {
 type OrderReader interface {
 	// Order returns the order or ErrNotFound.
 	Order(ctx context.Context, id string) (OrderView, error)
+	// OrderJSON returns the order's user and its view encoded as JSON, the
+	// bytes json.Marshal of Order's result gives, without decoding them; or
+	// ErrNotFound. The query API serves it as it is.
+	OrderJSON(ctx context.Context, id string) (userID string, view []byte, err error)
 	// UserOrders returns up to limit orders of userID, newest first, starting
 	// after cursor ("" for the first page), and the cursor of the next page
 	// ("" when there is none). A malformed cursor is an *InvalidCursorError.

@@ -168,19 +168,18 @@ func (a *API) getOrder(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	actor, _ := httpx.ActorFrom(r.Context())
-	o, err := a.r.Orders.Order(r.Context(), chi.URLParam(r, "id"))
+	// The stored view is served as it is: the store wrote it from the
+	// OrderView this endpoint returns.
+	userID, view, err := a.r.Orders.OrderJSON(r.Context(), chi.URLParam(r, "id"))
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	if !actor.CanActFor(o.UserID) {
+	if !actor.CanActFor(userID) {
 		httpx.WriteProblem(w, r, domain.CodeForbidden, "customers read only their own orders")
 		return
 	}
-	if o.Items == nil {
-		o.Items = []projections.OrderLineView{}
-	}
-	httpx.WriteJSON(w, http.StatusOK, o)
+	httpx.WriteRawJSON(w, http.StatusOK, view)
 }
 
 type orderList struct {

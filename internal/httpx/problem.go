@@ -109,10 +109,18 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 		WriteProblem(w, nil, CodeInternal, "encoding the response failed")
 		return
 	}
+	WriteRawJSON(w, status, body)
+}
+
+var newline = []byte{'\n'}
+
+// WriteRawJSON writes body, JSON encoded already, with status.
+func WriteRawJSON(w http.ResponseWriter, status int, body []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
 	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	_, _ = w.Write(body)
+	_, _ = w.Write(newline)
 }
 
 // NotFound and MethodNotAllowed answer unknown routes with problems.

@@ -6,6 +6,7 @@
 package contract
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -142,6 +143,13 @@ func testOrderLifeCycle(t *testing.T, s OrdersUnderTest) {
 			t.Fatalf("Order(%s): %v", id, err)
 		}
 		checkOrderView(t, got, orderView(snap))
+		user, raw, err := s.OrderJSON(t.Context(), id)
+		if err != nil {
+			t.Fatalf("OrderJSON(%s): %v", id, err)
+		}
+		if want, _ := json.Marshal(got); user != got.UserID || !bytes.Equal(raw, want) {
+			t.Errorf("OrderJSON(%s) = %q, %s\nwant %q, %s", id, user, raw, got.UserID, want)
+		}
 	}
 
 	checkUserOrders(t, s, "u1", []projections.OrderListEntry{
@@ -304,6 +312,9 @@ func testOrderNotFound(t *testing.T, s OrdersUnderTest) {
 	applyOK(t, s, f.log.all)
 	if _, err := s.Order(t.Context(), "0195a1b2-0000-7000-8000-0000000000ff"); !errors.Is(err, projections.ErrNotFound) {
 		t.Errorf("Order(unknown) error = %v, want ErrNotFound", err)
+	}
+	if _, _, err := s.OrderJSON(t.Context(), "0195a1b2-0000-7000-8000-0000000000ff"); !errors.Is(err, projections.ErrNotFound) {
+		t.Errorf("OrderJSON(unknown) error = %v, want ErrNotFound", err)
 	}
 	entries, next, err := s.UserOrders(t.Context(), "u-nobody", 10, "")
 	if err != nil || len(entries) != 0 || next != "" {

@@ -17,7 +17,7 @@ import (
 
 // OrderStore is the order summary read model. Under its prefix:
 //
-//	order:{order_id}         hash: seq, version, view (the OrderView as JSON)
+//	order:{order_id}         hash: seq, version, user, view (the OrderView as JSON)
 //	user:{user_id}:orders    sorted set of the user's orders, all at score 0,
 //	                         members "<placed_at key>|<order_id>", so that the
 //	                         lexicographic order is (placed_at, order_id)
@@ -79,6 +79,7 @@ func (s *OrderStore) Apply(ctx context.Context, events []projections.Envelope) e
 			for _, w := range writes {
 				applyScript.EvalSha(ctx, pipe, []string{s.orderKey(w.orderID)}, applyArgs(modeNewer, w.seq,
 					"version", strconv.FormatInt(w.version, 10),
+					"user", w.userID,
 					"view", w.view)...)
 				pipe.ZAdd(ctx, s.userOrdersKey(w.userID), redis.Z{Score: 0, Member: w.member})
 			}
@@ -152,6 +153,29 @@ func (s *OrderStore) Order(ctx context.Context, id string) (projections.OrderVie
 		return projections.OrderView{}, fmt.Errorf("redisstore: order %s: decode: %w", id, err)
 	}
 	return v, nil
+}
+
+// OrderJSON returns the order's user and stored view in one round trip.
+func (s *OrderStore) OrderJSON(ctx context.Context, id string) (string, []byte, error) {
+	vals, err := s.client.HMGet(ctx, s.orderKey(id), "user", "view").Result()
+	if err != nil {
+		return "", nil, fmt.Errorf("redisstore: order %s: %w", id, err)
+	}
+	user, _ := vals[0].(string)
+	view, ok := vals[1].(string)
+	if !ok {
+		return "", nil, projections.ErrNotFound
+	}
+	if user == "" { // written before the user field was
+		var v struct {
+			UserID string `json:"user_id"`
+		}
+		if err := json.Unmarshal([]byte(view), &v); err != nil {
+			return "", nil, fmt.Errorf("redisstore: order %s: decode: %w", id, err)
+		}
+		user = v.UserID
+	}
+	return user, []byte(view), nil
 }
 
 // UserOrders returns up to limit orders of userID, newest first, after cursor.

@@ -166,8 +166,9 @@ func TestKeyLayoutAndGenerations(t *testing.T) {
 
 	ctx := t.Context()
 	order, err := client.HGetAll(ctx, prefix+"g1:order:order-1").Result()
-	if err != nil || order["seq"] != "5" || order["version"] != "3" || !json.Valid([]byte(order["view"])) || len(order) != 3 {
-		t.Errorf("order:order-1 = %v, %v; want seq 5, version 3, view", order, err)
+	if err != nil || order["seq"] != "5" || order["version"] != "3" || order["user"] != "user-1" ||
+		!json.Valid([]byte(order["view"])) || len(order) != 4 {
+		t.Errorf("order:order-1 = %v, %v; want seq 5, version 3, user user-1, view", order, err)
 	}
 	list, err := client.ZRange(ctx, prefix+"g1:user:user-1:orders", 0, -1).Result()
 	if err != nil || len(list) != 2 || !strings.HasSuffix(list[0], "|order-2") || !strings.HasSuffix(list[1], "|order-1") {
@@ -196,6 +197,20 @@ func TestKeyLayoutAndGenerations(t *testing.T) {
 	}
 	if v, err := stockG2.Inventory(ctx, "SKU-1"); err != nil || v.OnHand != 9 {
 		t.Errorf("Inventory in the live generation: %+v, %v", v, err)
+	}
+}
+
+// TestOrderJSONReadsViewsWithoutUserField reads an order written before the
+// hash had a user field: the user comes from the view.
+func TestOrderJSONReadsViewsWithoutUserField(t *testing.T) {
+	client, prefix := newClient(t)
+	view := `{"order_id":"o-1","user_id":"u-7","status":"placed","items":[],"total_cents":0,"version":1}`
+	if err := client.HSet(t.Context(), prefix+"order:o-1", "seq", "1", "version", "1", "view", view).Err(); err != nil {
+		t.Fatal(err)
+	}
+	user, raw, err := redisstore.NewOrderStore(client, prefix).OrderJSON(t.Context(), "o-1")
+	if err != nil || user != "u-7" || string(raw) != view {
+		t.Errorf("OrderJSON = %q, %s, %v; want u-7 and the stored view", user, raw, err)
 	}
 }
 
