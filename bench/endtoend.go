@@ -220,8 +220,10 @@ func systemRun(ctx context.Context, cfg EndToEndConfig, dbURL string, pool *pgxp
 	}, []projections.Projection{
 		{Name: "orders", AggregateTypes: []string{domain.AggregateOrder}, Store: orders},
 		{Name: "inventory", AggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory}, Store: inventory},
-		{Name: "catalog", AggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory}, Store: catalog},
-		{Name: "sales", AggregateTypes: []string{domain.AggregateOrder}, Store: sales},
+		{Name: "catalog", AggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory}, Store: catalog,
+			CommitInterval: projections.CatalogCommitInterval},
+		{Name: "sales", AggregateTypes: []string{domain.AggregateOrder}, Store: sales,
+			CommitInterval: projections.SalesCommitInterval},
 	})
 	if err != nil {
 		return e2eResult{}, err

@@ -37,6 +37,13 @@ type Projection struct {
 	AggregateTypes []string
 	// Store applies batches.
 	Store Applier
+	// CommitInterval, when positive, combines the batches the partitions
+	// deliver at the same time into one Apply, at most one per interval:
+	// for stores whose every write has a high fixed cost (a Bleve segment,
+	// a ClickHouse part). An idle store is still written at once. It adds
+	// up to the interval to the model's lag under load; zero applies each
+	// partition's batch on its own.
+	CommitInterval time.Duration
 }
 
 // Config configures the runtime. Zero fields take defaults.
@@ -163,6 +170,9 @@ func NewRuntime(js jetstream.JetStream, cfg Config, projections []Projection) (*
 		if !validName(p.Name) || seen[p.Name] || len(p.AggregateTypes) == 0 || p.Store == nil {
 			return nil, fmt.Errorf("projections: projection %q needs a unique name, aggregate types and a store", p.Name)
 		}
+		if p.CommitInterval < 0 || p.CommitInterval > maxCommitInterval {
+			return nil, fmt.Errorf("projections: projection %q: CommitInterval %s out of range 0-%s", p.Name, p.CommitInterval, maxCommitInterval)
+		}
 		seen[p.Name] = true
 	}
 	cfg = cfg.withDefaults()
@@ -172,6 +182,17 @@ func NewRuntime(js jetstream.JetStream, cfg Config, projections []Projection) (*
 	}
 	return &Runtime{js: js, cfg: cfg, projections: projections, metrics: m}, nil
 }
+
+// The commit intervals jetcqrs gives its search index and its analytics
+// table: both tolerate a short lag and pay for every write (a segment to
+// merge, a part to merge).
+const (
+	CatalogCommitInterval = 50 * time.Millisecond
+	SalesCommitInterval   = 250 * time.Millisecond
+)
+
+// maxCommitInterval keeps a combined batch well inside the shortest AckWait.
+const maxCommitInterval = 250 * time.Millisecond
 
 // ConsumerName is the durable consumer of a projection's partition.
 func (r *Runtime) ConsumerName(projection string, partition int) string {
@@ -220,8 +241,12 @@ func (r *Runtime) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, len(r.projections)*r.cfg.Partitions)
 	for _, p := range r.projections {
+		store := p.Store
+		if p.CommitInterval > 0 {
+			store = newGroupCommit(store, p.CommitInterval, r.cfg.BatchSize*r.cfg.Partitions)
+		}
 		for part := 0; part < r.cfg.Partitions; part++ {
-			w := &worker{rt: r, p: p, partition: part,
+			w := &worker{rt: r, p: p, store: store, partition: part,
 				log: r.cfg.Logger.With("projection", p.Name, "partition", part)}
 			wg.Add(1)
 			go func() {
@@ -248,6 +273,7 @@ func collect(ch <-chan error) []error {
 type worker struct {
 	rt        *Runtime
 	p         Projection
+	store     Applier // p.Store, or its group commit
 	partition int
 	log       *slog.Logger
 	consumer  jetstream.Consumer
@@ -371,7 +397,7 @@ func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error 
 		for i, it := range items {
 			envs[i] = it.env
 		}
-		err := w.p.Store.Apply(ctx, envs)
+		err := w.store.Apply(ctx, envs)
 		if err == nil {
 			w.rt.metrics.observe(w.p.Name, w.partition, envs, time.Since(start))
 			if w.rt.cfg.OnApplied != nil {

@@ -130,11 +130,13 @@ func (m *Main) projectionsList() []projections.Projection {
 	}
 	if m.models.catalog != nil {
 		list = append(list, projections.Projection{Name: "catalog",
-			AggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory}, Store: m.models.catalog})
+			AggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory}, Store: m.models.catalog,
+			CommitInterval: projections.CatalogCommitInterval})
 	} else {
 		m.logger.Info("catalog projection left to the process that serves queries (embedded index)")
 	}
-	return append(list, projections.Projection{Name: "sales", AggregateTypes: []string{domain.AggregateOrder}, Store: m.models.sales})
+	return append(list, projections.Projection{Name: "sales", AggregateTypes: []string{domain.AggregateOrder}, Store: m.models.sales,
+		CommitInterval: projections.SalesCommitInterval})
 }
 
 // appliedNotice is the body of an appliedSubject message.
