@@ -96,7 +96,7 @@ func PlaceOrder(ctx context.Context, cfg PlaceOrderConfig) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## PlaceOrder: HTTP command API vs bare pgx\n\n")
 	fmt.Fprintf(&b, "`jetcqrs bench place-order` on %s. Each request orders 1–3 random SKUs of %d (quantity 1);\n", Machine(), cfg.SKUs)
-	fmt.Fprintf(&b, "the raw baseline issues the same transaction (SELECT … FOR UPDATE in SKU order, one pipelined batch of\n")
+	fmt.Fprintf(&b, "the raw baseline issues the same transaction in the same two round trips (BEGIN with SELECT … FOR UPDATE in SKU order, then one pipelined batch of\n")
 	fmt.Fprintf(&b, "order, items, inventory and outbox writes, COMMIT) with bare pgx over a pool of the same size (%d).\n", cfg.MaxConns)
 	fmt.Fprintf(&b, "%s per run after a warm-up; the API adds HTTP, JSON decoding, JWT verification, validation and the domain.\n\n", cfg.Duration)
 	b.WriteString("| clients | raw ops/s | raw p50 ms | raw p99 ms | API ops/s | API p50 ms | API p99 ms | API/raw throughput |\n")
@@ -243,10 +243,26 @@ func orderBody(rng *rand.Rand, skus []string) []byte {
 // directly against pgx, without HTTP, JSON decoding, validation or the domain.
 func rawPlaceOrder(ctx context.Context, pool *pgxpool.Pool, skus []string) error {
 	slices.Sort(skus)
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT i.sku, i.on_hand, i.reserved, i.version, p.name, p.category, p.price_cents
+	// Two round trips, as the store's: BEGIN with the locking read, then the
+	// writes with COMMIT.
+	pc, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer pc.Release()
+	conn := pc.Conn()
+	err = func() error {
+		var read pgx.Batch
+		read.Queue("BEGIN")
+		read.Queue(`SELECT i.sku, i.on_hand, i.reserved, i.version, p.name, p.category, p.price_cents
 			FROM inventory i JOIN products p ON p.sku = i.sku
 			WHERE i.sku = ANY($1) ORDER BY i.sku FOR UPDATE OF i`, skus)
+		br := conn.SendBatch(ctx, &read)
+		defer br.Close()
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+		rows, err := br.Query()
 		if err != nil {
 			return err
 		}
@@ -260,6 +276,9 @@ func rawPlaceOrder(ctx context.Context, pool *pgxpool.Pool, skus []string) error
 			lines = append(lines, l)
 			return nil
 		}); err != nil {
+			return err
+		}
+		if err := br.Close(); err != nil {
 			return err
 		}
 		id, _ := uuid.NewV7()
@@ -296,17 +315,23 @@ func rawPlaceOrder(ctx context.Context, pool *pgxpool.Pool, skus []string) error
 		batch.Queue(`INSERT INTO order_items (order_id, line_no, sku, name, category, quantity, price_cents)
 			SELECT $1, * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])`,
 			id, lineNos, skus, names, cats, qtys, prices)
-		batch.Queue(`UPDATE inventory AS i SET on_hand = u.on_hand, reserved = u.reserved, version = u.version, updated_at = $5
+		batch.Queue(`WITH affected AS (UPDATE inventory AS i SET on_hand = u.on_hand, reserved = u.reserved, version = u.version, updated_at = $5
 			FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS u(sku, on_hand, reserved, version)
-			WHERE i.sku = u.sku AND i.version = u.version - 1`, skus, onHand, reserved, versions, now)
+			WHERE i.sku = u.sku AND i.version = u.version - 1 RETURNING 1)
+			SELECT jetcqrs_expect_rows(count(*), $6, $7) FROM affected`, skus, onHand, reserved, versions, now, int64(n), "UPDATE inventory AS")
 		batch.Queue(`INSERT INTO outbox_events
 			(id, aggregate_type, aggregate_id, aggregate_version, event_type, schema_version, payload, headers, occurred_at)
 			SELECT u.id, u.agg_type, u.agg_id, u.version, u.event_type, u.schema_version, u.payload::jsonb, $8::jsonb, u.occurred_at
 			FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[], $7::text[], $9::timestamptz[])
 				WITH ORDINALITY AS u(id, agg_type, agg_id, version, event_type, schema_version, payload, occurred_at, ord)
 			ORDER BY u.ord`, evIDs, aggTypes, aggIDs, evVers, evTypes, schemas, payloads, `{"actor":"bench-admin"}`, occurred)
-		return tx.SendBatch(ctx, &batch).Close()
-	})
+		batch.Queue("COMMIT")
+		return conn.SendBatch(ctx, &batch).Close()
+	}()
+	if err != nil {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+	}
+	return err
 }
 
 // ScratchDatabase (re)creates a database named name on the server of

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/jetcqrs/jetcqrs/internal/apitest"
 	"github.com/jetcqrs/jetcqrs/internal/httpx"
 	"github.com/jetcqrs/jetcqrs/postgres"
@@ -43,7 +41,7 @@ func (f *faults) disarm() (calls int, outboxSaw int64) {
 	return f.calls, f.outboxSaw
 }
 
-func (f *faults) afterWrite(ctx context.Context, tx pgx.Tx, command string) error {
+func (f *faults) afterWrite(ctx context.Context, tx postgres.Querier, command string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if command != f.armed {
@@ -125,7 +123,7 @@ func TestFailureAfterWriteLeavesNothing(t *testing.T) {
 func TestCommandTimeout(t *testing.T) {
 	t.Parallel()
 	var slow atomic.Bool
-	hook := func(ctx context.Context, _ pgx.Tx, _ string) error {
+	hook := func(ctx context.Context, _ postgres.Querier, _ string) error {
 		if slow.Load() {
 			<-ctx.Done()
 		}

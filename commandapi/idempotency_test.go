@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/jetcqrs/jetcqrs/domain"
 	"github.com/jetcqrs/jetcqrs/internal/apitest"
 	"github.com/jetcqrs/jetcqrs/postgres"
@@ -153,7 +151,7 @@ func TestIdempotencyConcurrentSameKey(t *testing.T) {
 	entered := make(chan struct{})
 	release := make(chan struct{})
 	var once sync.Once
-	hook := func(ctx context.Context, _ pgx.Tx, command string) error {
+	hook := func(ctx context.Context, _ postgres.Querier, command string) error {
 		if command != "place order" {
 			return nil
 		}

@@ -27,7 +27,7 @@ func (s *Store) CreateProduct(ctx context.Context, meta Meta, cmd domain.CreateP
 	if err := cmd.Validate(); err != nil {
 		return Result{}, err
 	}
-	return s.run(ctx, "create product", meta, func(tx pgx.Tx, w *writer) (Result, error) {
+	return s.run(ctx, "create product", meta, func(tx Querier, w *writer) (Result, error) {
 		p, ev, err := domain.NewProduct(cmd, w.now)
 		if err != nil {
 			return Result{}, err
@@ -46,7 +46,7 @@ func (s *Store) CreateProduct(ctx context.Context, meta Meta, cmd domain.CreateP
 		if tag.RowsAffected() == 0 {
 			return Result{}, &domain.Error{Code: domain.CodeAlreadyExists, SKU: snap.SKU, Message: "product " + snap.SKU + " already exists"}
 		}
-		w.exec(1, `INSERT INTO inventory (sku, on_hand, reserved, version, updated_at) VALUES ($1, 0, 0, 0, $2)`, snap.SKU, snap.CreatedAt)
+		w.write(`INSERT INTO inventory (sku, on_hand, reserved, version, updated_at) VALUES ($1, 0, 0, 0, $2)`, snap.SKU, snap.CreatedAt)
 		w.emit(ev)
 		return Result{AggregateType: domain.AggregateProduct, AggregateID: snap.SKU, Version: snap.Version, Product: &snap}, nil
 	})
@@ -60,7 +60,7 @@ func (s *Store) UpdateProduct(ctx context.Context, meta Meta, sku string, upd do
 	if err := upd.Validate(); err != nil {
 		return Result{}, err
 	}
-	return s.run(ctx, "update product", meta, func(tx pgx.Tx, w *writer) (Result, error) {
+	return s.run(ctx, "update product", meta, func(tx Querier, w *writer) (Result, error) {
 		var snap domain.ProductSnapshot
 		var attrs []byte
 		err := tx.QueryRow(ctx, `SELECT sku, name, description, category, price_cents, attributes, version, created_at, updated_at
@@ -88,7 +88,7 @@ func (s *Store) UpdateProduct(ctx context.Context, meta Meta, sku string, upd do
 		if err != nil {
 			return Result{}, err
 		}
-		w.exec(1, `UPDATE products SET name = $2, description = $3, category = $4, price_cents = $5, attributes = $6,
+		w.update(1, `UPDATE products SET name = $2, description = $3, category = $4, price_cents = $5, attributes = $6,
 			version = $7, updated_at = $8 WHERE sku = $1 AND version = $9`,
 			next.SKU, next.Name, next.Description, next.Category, next.PriceCents, string(newAttrs), next.Version, next.UpdatedAt, snap.Version)
 		w.emit(ev)
@@ -101,7 +101,7 @@ func (s *Store) AdjustInventory(ctx context.Context, meta Meta, sku string, delt
 	if !meta.Actor.IsAdmin() {
 		return Result{}, domain.Errorf(domain.CodeForbidden, "only an admin may adjust inventory")
 	}
-	return s.run(ctx, "adjust inventory", meta, func(tx pgx.Tx, w *writer) (Result, error) {
+	return s.run(ctx, "adjust inventory", meta, func(tx Querier, w *writer) (Result, error) {
 		stock, err := lockInventory(ctx, tx, []string{sku})
 		if err != nil {
 			return Result{}, err
@@ -137,7 +137,7 @@ func (s *Store) PlaceOrder(ctx context.Context, meta Meta, cmd domain.PlaceOrder
 	if err := domain.CheckVersion(meta.ExpectedVersion, 0); err != nil {
 		return Result{}, err
 	}
-	return s.run(ctx, "place order", meta, func(tx pgx.Tx, w *writer) (Result, error) {
+	return s.run(ctx, "place order", meta, func(tx Querier, w *writer) (Result, error) {
 		skus := cmd.SKUs()
 		rows, err := tx.Query(ctx, `SELECT i.sku, i.on_hand, i.reserved, i.version, p.name, p.category, p.price_cents
 			FROM inventory i JOIN products p ON p.sku = i.sku
@@ -167,7 +167,7 @@ func (s *Store) PlaceOrder(ctx context.Context, meta Meta, cmd domain.PlaceOrder
 			return Result{}, err
 		}
 		snap := order.Snapshot()
-		w.exec(1, `INSERT INTO orders (id, user_id, status, total_cents, payment_method, version, placed_at, updated_at)
+		w.write(`INSERT INTO orders (id, user_id, status, total_cents, payment_method, version, placed_at, updated_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $7)`,
 			id, snap.UserID, string(snap.Status), snap.TotalCents, snap.PaymentMethod, snap.Version, snap.PlacedAt)
 		n := len(snap.Items)
@@ -180,7 +180,7 @@ func (s *Store) PlaceOrder(ctx context.Context, meta Meta, cmd domain.PlaceOrder
 		for i, l := range snap.Items {
 			lineNos[i], lineSKUs[i], names[i], cats[i], qtys[i], prices[i] = int32(i+1), l.SKU, l.Name, l.Category, l.Quantity, l.PriceCents
 		}
-		w.exec(int64(n), `INSERT INTO order_items (order_id, line_no, sku, name, category, quantity, price_cents)
+		w.write(`INSERT INTO order_items (order_id, line_no, sku, name, category, quantity, price_cents)
 			SELECT $1, * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])`,
 			id, lineNos, lineSKUs, names, cats, qtys, prices)
 		w.saveInventory(stock, skus)
@@ -206,7 +206,7 @@ func (s *Store) TransitionOrder(ctx context.Context, meta Meta, orderID string, 
 	if err != nil {
 		return Result{}, notFound("order", orderID)
 	}
-	return s.run(ctx, string(t)+" order", meta, func(tx pgx.Tx, w *writer) (Result, error) {
+	return s.run(ctx, string(t)+" order", meta, func(tx Querier, w *writer) (Result, error) {
 		order, err := loadOrder(ctx, tx, id)
 		if err != nil {
 			return Result{}, err
@@ -258,7 +258,7 @@ func (s *Store) TransitionOrder(ctx context.Context, meta Meta, orderID string, 
 			return Result{}, fmt.Errorf("unknown order transition %q", t)
 		}
 		snap := order.Snapshot()
-		w.exec(1, `UPDATE orders SET status = $2, version = $3, updated_at = $4 WHERE id = $1 AND version = $5`,
+		w.update(1, `UPDATE orders SET status = $2, version = $3, updated_at = $4 WHERE id = $1 AND version = $5`,
 			id, string(snap.Status), snap.Version, snap.UpdatedAt, prevVersion)
 		w.emit(events...)
 		return orderResult(snap), nil
@@ -284,7 +284,7 @@ func orderResult(snap domain.OrderSnapshot) Result {
 
 // lockInventory locks the stock rows of skus in SKU order and returns those
 // that exist.
-func lockInventory(ctx context.Context, tx pgx.Tx, skus []string) (map[string]*domain.Inventory, error) {
+func lockInventory(ctx context.Context, tx Querier, skus []string) (map[string]*domain.Inventory, error) {
 	rows, err := tx.Query(ctx, `SELECT sku, on_hand, reserved, version FROM inventory
 		WHERE sku = ANY($1) ORDER BY sku FOR UPDATE`, skus)
 	if err != nil {
@@ -310,13 +310,13 @@ func (w *writer) saveInventory(stock map[string]*domain.Inventory, skus []string
 		lv := stock[sku].Levels()
 		onHand[i], reserved[i], versions[i] = lv.OnHand, lv.Reserved, lv.Version
 	}
-	w.exec(int64(n), `UPDATE inventory AS i SET on_hand = u.on_hand, reserved = u.reserved, version = u.version, updated_at = $5
+	w.update(int64(n), `UPDATE inventory AS i SET on_hand = u.on_hand, reserved = u.reserved, version = u.version, updated_at = $5
 		FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS u(sku, on_hand, reserved, version)
 		WHERE i.sku = u.sku AND i.version = u.version - 1`,
 		skus, onHand, reserved, versions, w.now)
 }
 
-func loadOrder(ctx context.Context, tx pgx.Tx, id uuid.UUID) (*domain.Order, error) {
+func loadOrder(ctx context.Context, tx Querier, id uuid.UUID) (*domain.Order, error) {
 	var s domain.OrderSnapshot
 	var status string
 	err := tx.QueryRow(ctx, `SELECT id::text, user_id, status, total_cents, payment_method, version, placed_at, updated_at

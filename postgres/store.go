@@ -49,7 +49,8 @@ type Result struct {
 type Hooks struct {
 	// AfterWrite runs inside the transaction after state and outbox rows are
 	// written and before commit; an error rolls everything back.
-	AfterWrite func(ctx context.Context, tx pgx.Tx, command string) error
+	// Setting it makes the commit a round trip of its own.
+	AfterWrite func(ctx context.Context, tx Querier, command string) error
 }
 
 // Store runs commands against the write store.
@@ -89,7 +90,7 @@ var errKeyReused = &domain.Error{Code: domain.CodeIdempotencyKeyReused,
 // the key row is inserted first (a concurrent retry with the same key waits on
 // it), fn's result is stored in it, and both commit or roll back together. A
 // failed command leaves no key behind, so the client may retry it.
-func (s *Store) run(ctx context.Context, command string, meta Meta, fn func(tx pgx.Tx, w *writer) (Result, error)) (Result, error) {
+func (s *Store) run(ctx context.Context, command string, meta Meta, fn func(tx Querier, w *writer) (Result, error)) (Result, error) {
 	for attempt := 0; ; attempt++ {
 		res, err := s.runOnce(ctx, command, meta, fn)
 		if err != nil && attempt < 2 && retryable(err) {
@@ -99,14 +100,20 @@ func (s *Store) run(ctx context.Context, command string, meta Meta, fn func(tx p
 	}
 }
 
-func (s *Store) runOnce(ctx context.Context, command string, meta Meta, fn func(tx pgx.Tx, w *writer) (Result, error)) (res Result, err error) {
-	tx, err := s.pool.Begin(ctx)
+// runOnce runs fn in one transaction of two round trips: BEGIN goes with the
+// first read (the idempotency claim or fn's), and the writes, the stored
+// result and COMMIT go together.
+func (s *Store) runOnce(ctx context.Context, command string, meta Meta, fn func(tx Querier, w *writer) (Result, error)) (res Result, err error) {
+	pc, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return Result{}, fmt.Errorf("%s: begin: %w", command, err)
+		return Result{}, fmt.Errorf("%s: connection: %w", command, err)
 	}
+	defer pc.Release()
+	tx := &txn{conn: pc.Conn()}
+	committed := false
 	defer func() {
-		if err != nil {
-			_ = tx.Rollback(context.WithoutCancel(ctx))
+		if !committed {
+			tx.rollback(ctx)
 		}
 	}()
 	if meta.IdempotencyKey != "" {
@@ -115,7 +122,6 @@ func (s *Store) runOnce(ctx context.Context, command string, meta Meta, fn func(
 			return Result{}, fmt.Errorf("%s: %w", command, err)
 		}
 		if found {
-			_ = tx.Rollback(ctx)
 			stored.Replayed = true
 			return stored, nil
 		}
@@ -130,27 +136,29 @@ func (s *Store) runOnce(ctx context.Context, command string, meta Meta, fn func(
 		if err != nil {
 			return Result{}, fmt.Errorf("%s: encode result: %w", command, err)
 		}
-		w.batch.Queue(`UPDATE idempotency_keys SET result = $3 WHERE scope = $1 AND key = $2`,
+		w.update(1, `UPDATE idempotency_keys SET result = $3 WHERE scope = $1 AND key = $2`,
 			meta.Actor.Subject, meta.IdempotencyKey, body)
 	}
-	if err := w.flush(ctx, tx); err != nil {
+	hook := s.hooks.AfterWrite
+	if err := w.flush(ctx, tx, hook == nil); err != nil {
 		return Result{}, fmt.Errorf("%s: write: %w", command, err)
 	}
-	if s.hooks.AfterWrite != nil {
-		if err := s.hooks.AfterWrite(ctx, tx, command); err != nil {
+	if hook != nil {
+		if err := hook(ctx, tx, command); err != nil {
 			return Result{}, err
 		}
+		if _, err := tx.Exec(ctx, "COMMIT"); err != nil {
+			return Result{}, fmt.Errorf("%s: commit: %w", command, err)
+		}
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return Result{}, fmt.Errorf("%s: commit: %w", command, err)
-	}
+	committed = true
 	return res, nil
 }
 
 // claimKey inserts the idempotency row or, when it exists, returns its stored
 // result. A row inserted by a transaction still running blocks the insert
 // until that transaction ends.
-func claimKey(ctx context.Context, tx pgx.Tx, meta Meta) (Result, bool, error) {
+func claimKey(ctx context.Context, tx Querier, meta Meta) (Result, bool, error) {
 	tag, err := tx.Exec(ctx, `INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3)
 		ON CONFLICT (scope, key) DO NOTHING`, meta.Actor.Subject, meta.IdempotencyKey, meta.RequestHash)
 	if err != nil {
@@ -215,35 +223,26 @@ type writer struct {
 	events []domain.Event
 }
 
-// flush queues the outbox rows and sends the batch, checking that every
-// statement touched the rows it had to.
-func (w *writer) flush(ctx context.Context, tx pgx.Tx) error {
+// flush queues the outbox rows and sends the batch, with COMMIT when commit
+// is set.
+func (w *writer) flush(ctx context.Context, tx *txn, commit bool) error {
 	if len(w.events) > 0 {
 		if err := w.queueOutbox(); err != nil {
 			return err
 		}
 	}
-	br := tx.SendBatch(ctx, &w.batch)
-	for i := 0; i < w.batch.Len(); i++ {
-		if _, err := br.Exec(); err != nil {
-			_ = br.Close()
-			return err
-		}
-	}
-	return br.Close()
+	return tx.send(ctx, &w.batch, commit)
 }
 
-// exec queues a statement that must affect exactly want rows (want < 0: any).
-func (w *writer) exec(want int64, sql string, args ...any) {
-	w.batch.Queue(sql, args...).Exec(func(tag pgconn.CommandTag) error {
-		if want >= 0 && tag.RowsAffected() != want {
-			return fmt.Errorf("%w: statement affected %d rows, want %d", errConcurrentChange, tag.RowsAffected(), want)
-		}
-		return nil
-	})
+// update queues an UPDATE that must affect exactly want rows (its optimistic
+// version guard); the server checks it, so a miss rolls the transaction back.
+func (w *writer) update(want int64, sql string, args ...any) {
+	sql, args = guardedSQL(want, sql, args)
+	w.batch.Queue(sql, args...)
 }
 
-var errConcurrentChange = errors.New("concurrent change")
+// write queues an INSERT: it writes its rows or fails the transaction.
+func (w *writer) write(sql string, args ...any) { w.batch.Queue(sql, args...) }
 
 func (w *writer) emit(events ...domain.Event) { w.events = append(w.events, events...) }
 
@@ -281,7 +280,7 @@ func (w *writer) queueOutbox() error {
 		ids[i], aggTypes[i], aggIDs[i], versions[i] = id, ev.AggregateType, ev.AggregateID, ev.AggregateVersion
 		types[i], schemas[i], payloads[i], occurred[i] = ev.Type, int32(ev.SchemaVersion), string(body), ev.OccurredAt
 	}
-	w.exec(int64(n), `INSERT INTO outbox_events
+	w.write(`INSERT INTO outbox_events
 		(id, aggregate_type, aggregate_id, aggregate_version, event_type, schema_version, payload, headers, occurred_at)
 		SELECT u.id, u.agg_type, u.agg_id, u.version, u.event_type, u.schema_version, u.payload::jsonb, $8::jsonb, u.occurred_at
 		FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[], $7::text[], $9::timestamptz[])

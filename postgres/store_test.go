@@ -406,7 +406,7 @@ func (h *failingHook) count() int {
 	return h.attempts
 }
 
-func (h *failingHook) afterWrite(_ context.Context, _ pgx.Tx, command string) error {
+func (h *failingHook) afterWrite(_ context.Context, _ postgres.Querier, command string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.err == nil || command != h.command {

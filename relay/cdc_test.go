@@ -50,7 +50,7 @@ func TestCDCCommitOrder(t *testing.T) {
 	var mu sync.Mutex
 	var rolledBack []string
 	store := postgres.NewStore(e.pool, postgres.WithHooks(postgres.Hooks{
-		AfterWrite: func(ctx context.Context, tx pgx.Tx, _ string) error {
+		AfterWrite: func(ctx context.Context, tx postgres.Querier, _ string) error {
 			if ctx.Value(doomedKey{}) == nil {
 				return nil
 			}
