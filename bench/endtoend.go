@@ -228,7 +228,17 @@ func systemRun(ctx context.Context, cfg EndToEndConfig, dbURL string, pool *pgxp
 	if err != nil {
 		return e2eResult{}, err
 	}
-	pub, err := jnats.NewPublisher(b.js, jnats.PublisherConfig{}, logger)
+	// The relay publishes on a connection of its own, as serve wires it.
+	relayNC, err := b.connect(ctx, "relay")
+	if err != nil {
+		return e2eResult{}, err
+	}
+	defer relayNC.Close()
+	relayJS, err := jetstream.New(relayNC)
+	if err != nil {
+		return e2eResult{}, err
+	}
+	pub, err := jnats.NewPublisher(relayJS, jnats.PublisherConfig{}, logger)
 	if err != nil {
 		return e2eResult{}, err
 	}

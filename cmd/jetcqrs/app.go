@@ -57,9 +57,13 @@ type Main struct {
 
 	natsServer *jnats.Server
 	nc         *natsgo.Conn
-	js         jetstream.JetStream
-	streamCfg  jnats.StreamConfig
-	relay      *relay.Relay
+	natsURL    string
+	// relayNC is the relay's own connection: its publishes and their acks
+	// do not queue behind the projections' deliveries and acks.
+	relayNC   *natsgo.Conn
+	js        jetstream.JetStream
+	streamCfg jnats.StreamConfig
+	relay     *relay.Relay
 
 	redis   *redis.Client
 	ch      driver.Conn
@@ -278,6 +282,9 @@ func (m *Main) pruneIdempotencyKeys(ctx context.Context) error {
 func (m *Main) Close() {
 	if m.listener != nil {
 		_ = m.listener.Close()
+	}
+	if m.relayNC != nil {
+		_ = m.relayNC.Drain()
 	}
 	if m.nc != nil {
 		_ = m.nc.Drain()

@@ -32,7 +32,7 @@ func (m *Main) openBroker(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	m.nc = nc
+	m.nc, m.natsURL = nc, url
 	if err := jnats.RequireServerVersion(nc, "2.11.0"); err != nil {
 		return err
 	}
@@ -59,7 +59,16 @@ func (m *Main) openRelay(ctx context.Context) error {
 			return fmt.Errorf("%w (is PostgreSQL running? `bash scripts/services.sh` starts it)", err)
 		}
 	}
-	pub, err := jnats.NewPublisher(m.js, jnats.PublisherConfig{Partitions: m.cfg.Partitions}, m.logger)
+	relayNC, err := jnats.Connect(ctx, m.natsURL, "jetcqrs-relay", m.logger)
+	if err != nil {
+		return err
+	}
+	m.relayNC = relayNC
+	relayJS, err := jetstream.New(m.relayNC)
+	if err != nil {
+		return err
+	}
+	pub, err := jnats.NewPublisher(relayJS, jnats.PublisherConfig{Partitions: m.cfg.Partitions}, m.logger)
 	if err != nil {
 		return err
 	}
