@@ -241,8 +241,8 @@ func applyBoth(ctx context.Context, label string, d time.Duration, batches [][]p
 func redisOrdersModel(rdb *redis.Client, prefix string) applyModel {
 	storePrefix, rawPrefix := prefix+"store:", prefix+"raw:"
 	type write struct {
-		key, listKey, member, seq, version string
-		view                               []byte
+		key, listKey, member, seq, version, user string
+		view                                     []byte
 	}
 	return applyModel{
 		name: "orders (Redis)", aggregateTypes: []string{domain.AggregateOrder},
@@ -268,14 +268,14 @@ func redisOrdersModel(rdb *redis.Client, prefix string) applyModel {
 					placed := snap.PlacedAt.UTC()
 					ws = append(ws, write{key: rawPrefix + "order:" + snap.OrderID, listKey: rawPrefix + "user:" + snap.UserID + ":orders",
 						member: fmt.Sprintf("%016x%03d|%s", uint64(placed.UnixMicro())^(1<<63), placed.Nanosecond()%1000, snap.OrderID),
-						seq:    strconv.FormatUint(e.Seq, 10), version: strconv.FormatInt(snap.Version, 10), view: body})
+						seq:    strconv.FormatUint(e.Seq, 10), version: strconv.FormatInt(snap.Version, 10), user: snap.UserID, view: body})
 				}
 				return ws, nil
 			},
 			apply: func(ctx context.Context, p any) error {
 				_, err := rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 					for _, w := range p.([]write) {
-						pipe.HSet(ctx, w.key, "seq", w.seq, "version", w.version, "view", w.view)
+						pipe.HSet(ctx, w.key, "seq", w.seq, "version", w.version, "user", w.user, "view", w.view)
 						pipe.ZAdd(ctx, w.listKey, redis.Z{Member: w.member})
 					}
 					return nil
