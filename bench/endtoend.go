@@ -114,20 +114,12 @@ func EndToEnd(ctx context.Context, cfg EndToEndConfig) (string, error) {
 	if _, err := jnats.EnsureDeadLetterStream(ctx, b.js, jnats.DeadLetterConfig{}); err != nil {
 		return "", err
 	}
-	ropts, err := redis.ParseURL(cfg.RedisURL)
-	if err != nil {
-		return "", fmt.Errorf("redis url: %w", err)
-	}
-	rdb := redis.NewClient(ropts)
-	defer rdb.Close()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		return "", fmt.Errorf("redis at %s: %w (run `bash scripts/services.sh`)", ropts.Addr, err)
-	}
 	prefix := name + ":"
-	if err := deleteRedisPrefix(ctx, rdb, prefix); err != nil {
+	rdb, dropRedis, err := scratchRedis(ctx, cfg.RedisURL, prefix)
+	if err != nil {
 		return "", err
 	}
-	defer func() { _ = deleteRedisPrefix(context.WithoutCancel(ctx), rdb, prefix) }()
+	defer dropRedis()
 
 	sys, err := systemRun(ctx, cfg, dbURL, pool, b, rdb, prefix+"g1:", name, skus)
 	if err != nil {

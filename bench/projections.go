@@ -68,20 +68,12 @@ func ProjectionApply(ctx context.Context, cfg ProjectionApplyConfig) (string, er
 	}
 	const scratch = "jetcqrs_bench_projection_apply"
 
-	ropts, err := redis.ParseURL(cfg.RedisURL)
-	if err != nil {
-		return "", fmt.Errorf("redis url: %w", err)
-	}
-	rdb := redis.NewClient(ropts)
-	defer rdb.Close()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		return "", fmt.Errorf("redis at %s: %w (run `bash scripts/services.sh`)", ropts.Addr, err)
-	}
 	prefix := scratch + ":"
-	if err := deleteRedisPrefix(ctx, rdb, prefix); err != nil {
+	rdb, dropRedis, err := scratchRedis(ctx, cfg.RedisURL, prefix)
+	if err != nil {
 		return "", err
 	}
-	defer func() { _ = deleteRedisPrefix(context.WithoutCancel(ctx), rdb, prefix) }()
+	defer dropRedis()
 
 	ch, dropCH, err := scratchClickHouse(ctx, cfg.ClickHouseURL, scratch)
 	if err != nil {
@@ -624,6 +616,28 @@ func chunk[T any](s []T, n int) [][]T {
 
 // deleteRedisPrefix unlinks every key that starts with prefix (which holds no
 // glob metacharacters).
+// scratchRedis connects to the Redis of rawURL and empties the keys under
+// prefix; drop empties them again and closes the client.
+func scratchRedis(ctx context.Context, rawURL, prefix string) (rdb *redis.Client, drop func(), err error) {
+	ropts, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("redis url: %w", err)
+	}
+	rdb = redis.NewClient(ropts)
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		rdb.Close()
+		return nil, nil, fmt.Errorf("redis at %s: %w (run `bash scripts/services.sh`)", ropts.Addr, err)
+	}
+	if err := deleteRedisPrefix(ctx, rdb, prefix); err != nil {
+		rdb.Close()
+		return nil, nil, err
+	}
+	return rdb, func() {
+		_ = deleteRedisPrefix(context.WithoutCancel(ctx), rdb, prefix)
+		rdb.Close()
+	}, nil
+}
+
 func deleteRedisPrefix(ctx context.Context, rdb *redis.Client, prefix string) error {
 	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 	var keys []string

@@ -13,7 +13,6 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/jetcqrs/jetcqrs/auth"
 	"github.com/jetcqrs/jetcqrs/domain"
@@ -37,20 +36,12 @@ type QueryGetOrderConfig struct {
 // writing the same JSON, at each client concurrency. It returns the
 // markdown section.
 func QueryGetOrder(ctx context.Context, cfg QueryGetOrderConfig) (string, error) {
-	ropts, err := redis.ParseURL(cfg.RedisURL)
-	if err != nil {
-		return "", fmt.Errorf("redis url: %w", err)
-	}
-	rdb := redis.NewClient(ropts)
-	defer rdb.Close()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		return "", fmt.Errorf("redis at %s: %w (run `bash scripts/services.sh`)", ropts.Addr, err)
-	}
 	prefix := "jetcqrs_bench_query_get_order:g1:"
-	if err := deleteRedisPrefix(ctx, rdb, prefix); err != nil {
+	rdb, dropRedis, err := scratchRedis(ctx, cfg.RedisURL, prefix)
+	if err != nil {
 		return "", err
 	}
-	defer func() { _ = deleteRedisPrefix(context.WithoutCancel(ctx), rdb, prefix) }()
+	defer dropRedis()
 
 	orders := redisstore.NewOrderStore(rdb, prefix)
 	ids, err := seedOrders(ctx, orders)

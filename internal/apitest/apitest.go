@@ -43,6 +43,7 @@ import (
 	"github.com/jetcqrs/jetcqrs/domain"
 	"github.com/jetcqrs/jetcqrs/internal/httpx"
 	"github.com/jetcqrs/jetcqrs/internal/testenv"
+	"github.com/jetcqrs/jetcqrs/internal/testlog"
 	"github.com/jetcqrs/jetcqrs/postgres"
 )
 
@@ -213,18 +214,9 @@ func NewRouter(t testing.TB, d Deps) http.Handler {
 	return r
 }
 
-// TestLogger returns a logger that sends warnings and errors to t.Log, so a
-// 500's logged cause shows next to the failure it explains.
-func TestLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type tLogWriter struct{ t testing.TB }
-
-func (w tLogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
+// TestLogger returns a logger that sends warnings and errors to the test's
+// output, so a 500's logged cause shows next to the failure it explains.
+func TestLogger(t testing.TB) *slog.Logger { return testlog.New(t, slog.LevelWarn) }
 
 // Token returns a bearer token for sub and role, signed with Secret, valid
 // for an hour.
