@@ -86,15 +86,7 @@ func EndToEnd(ctx context.Context, cfg EndToEndConfig) (string, error) {
 		return "", err
 	}
 	defer drop()
-	if err := postgres.Migrate(ctx, dbURL, discardLogger()); err != nil {
-		return "", err
-	}
-	pcfg, err := pgxpool.ParseConfig(dbURL)
-	if err != nil {
-		return "", err
-	}
-	pcfg.MaxConns = cfg.MaxConns
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	pool, err := migratedPool(ctx, dbURL, cfg.MaxConns)
 	if err != nil {
 		return "", err
 	}

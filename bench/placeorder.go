@@ -49,15 +49,7 @@ func PlaceOrder(ctx context.Context, cfg PlaceOrderConfig) (string, error) {
 		return "", err
 	}
 	defer drop()
-	if err := postgres.Migrate(ctx, dbURL, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
-		return "", err
-	}
-	pcfg, err := pgxpool.ParseConfig(dbURL)
-	if err != nil {
-		return "", err
-	}
-	pcfg.MaxConns = cfg.MaxConns
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	pool, err := migratedPool(ctx, dbURL, cfg.MaxConns)
 	if err != nil {
 		return "", err
 	}
@@ -332,6 +324,19 @@ func rawPlaceOrder(ctx context.Context, pool *pgxpool.Pool, skus []string) error
 		_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
 	}
 	return err
+}
+
+// migratedPool migrates the database of dbURL and opens a pool of maxConns.
+func migratedPool(ctx context.Context, dbURL string, maxConns int32) (*pgxpool.Pool, error) {
+	if err := postgres.Migrate(ctx, dbURL, discardLogger()); err != nil {
+		return nil, err
+	}
+	pcfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return nil, err
+	}
+	pcfg.MaxConns = maxConns
+	return pgxpool.NewWithConfig(ctx, pcfg)
 }
 
 // ScratchDatabase (re)creates a database named name on the server of
