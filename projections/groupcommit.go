@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -17,9 +18,10 @@ import (
 // (batches queue up meanwhile), applies them as one and hands the lead to the
 // next queued caller. An idle store is written at once; a busy one at most
 // once per interval. Each caller still gets its own batch's outcome: when the
-// combined Apply fails, every batch is applied again on its own, so a poison
-// event is reported to the worker that delivered it and nobody else's events
-// wait on it (re-applying is safe: Apply is idempotent).
+// combined Apply reports a poison event, every batch is applied again on its
+// own, so the poison is reported to the worker that delivered it and nobody
+// else's events wait on it (re-applying is safe: Apply is idempotent). Any
+// other failure is the store's, and every caller gets it to retry.
 type groupCommit struct {
 	store     Applier
 	interval  time.Duration
@@ -116,9 +118,16 @@ func (g *groupCommit) leadWith(ctx context.Context, self *commitCall) error {
 		for _, c := range calls {
 			combined = append(combined, c.events...)
 		}
-		if err := g.store.Apply(ctx, combined); err != nil {
+		err := g.store.Apply(ctx, combined)
+		var poison *PoisonError
+		switch {
+		case errors.As(err, &poison):
 			for _, c := range calls {
 				c.err = g.store.Apply(ctx, c.events)
+			}
+		case err != nil: // the store failed, not an event: everyone retries
+			for _, c := range calls {
+				c.err = err
 			}
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -121,6 +122,46 @@ func TestGroupCommitKeepsPoisonWithItsCaller(t *testing.T) {
 			t.Errorf("seq %d not applied", seq)
 		}
 	}
+}
+
+// TestGroupCommitStoreFailureGoesToEveryCaller: a failing store (not a poison
+// event) fails every combined caller once, without an Apply per caller.
+func TestGroupCommitStoreFailureGoesToEveryCaller(t *testing.T) {
+	down := errors.New("store down")
+	store := &failingStore{err: down, gate: make(chan struct{}), started: make(chan struct{}, 16)}
+	g := newGroupCommit(store, 0, 1000)
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	wg.Go(func() { errs[0] = g.Apply(t.Context(), envelopes(1)) })
+	<-store.started
+	for i := 1; i < 4; i++ {
+		wg.Go(func() { errs[i] = g.Apply(t.Context(), envelopes(uint64(10*i))) })
+	}
+	waitFor(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.queue) == 3 })
+	close(store.gate)
+	wg.Wait()
+	for i, err := range errs {
+		if !errors.Is(err, down) {
+			t.Errorf("caller %d: %v, want the store's error", i, err)
+		}
+	}
+	if n := store.calls.Load(); n != 2 {
+		t.Errorf("store called %d times, want 2 (the first batch, then the other three combined)", n)
+	}
+}
+
+type failingStore struct {
+	err     error
+	gate    chan struct{}
+	started chan struct{}
+	calls   atomic.Int32
+}
+
+func (s *failingStore) Apply(ctx context.Context, _ []Envelope) error {
+	s.calls.Add(1)
+	s.started <- struct{}{}
+	<-s.gate
+	return s.err
 }
 
 // TestGroupCommitInterval: an idle store is written at once; the next Apply
