@@ -302,9 +302,11 @@ func (w *worker) run(ctx context.Context) error {
 				sleep(ctx, w.rt.cfg.PinnedTTL/5)
 				continue
 			}
-			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
-				w.consumer = nil
-			}
+			// Anything else may mean the consumer is gone: deleted during the
+			// pull (ErrConsumerDeleted), or before it, when the server answers
+			// the pull with "no responders" and the ack with nothing at all.
+			// Re-creating it is idempotent, so check it on every failure.
+			w.consumer = nil
 			w.log.Debug("fetch failed; retrying", "err", err)
 			sleep(ctx, 200*time.Millisecond)
 		}

@@ -214,3 +214,54 @@ func TestRuntimeOneActiveWorkerPerPartition(t *testing.T) {
 	assertInOrder(t, a)
 	assertInOrder(t, b)
 }
+
+// gatedStore holds its first Apply until released, so a test can change the
+// consumer while the worker is between pull requests.
+type gatedStore struct {
+	*recorder
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (g *gatedStore) Apply(ctx context.Context, events []projections.Envelope) error {
+	g.once.Do(func() {
+		close(g.entered)
+		<-g.release
+	})
+	return g.recorder.Apply(ctx, events)
+}
+
+// TestRuntimeRecreatesAConsumerDeletedBetweenPulls deletes the consumer while
+// its worker is applying a batch, so that the next pull goes to a consumer
+// that no longer exists (the server answers "no responders", not "consumer
+// deleted"): the worker must re-create it and redeliver the whole stream.
+func TestRuntimeRecreatesAConsumerDeletedBetweenPulls(t *testing.T) {
+	t.Parallel()
+	js := testenv.NATS(t, 1)
+	store := &gatedStore{recorder: newRecorder("a"), entered: make(chan struct{}), release: make(chan struct{})}
+	publish(t, js, 20, 4)
+	cfg := projections.Config{Partitions: 1, RetryBackoff: 50 * time.Millisecond}
+	rt, err := projections.NewRuntime(js.JS, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startRuntime(t, js.JS, cfg, store)
+	select {
+	case <-store.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the worker never applied a batch")
+	}
+	if err := js.JS.DeleteConsumer(context.Background(), jnats.DefaultStreamName, rt.ConsumerName("orders", 0)); err != nil {
+		t.Fatal(err)
+	}
+	close(store.release)
+	// The first batch (whatever it held) is applied; the re-created consumer
+	// then delivers all 20 events again, and the 5 published later.
+	first := 0
+	waitFor(t, "the first batch", 5*time.Second, func() bool { first = store.count(); return first > 0 })
+	publish(t, js, 5, 4)
+	waitFor(t, "the stream redelivered to a re-created consumer", 20*time.Second, func() bool {
+		return store.count() >= first+25
+	})
+}
