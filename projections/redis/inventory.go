@@ -15,8 +15,9 @@ import (
 //
 //	inventory:{sku}   hash: seq, on_hand, reserved, available, version
 type InventoryStore struct {
-	client redis.UniversalClient
-	prefix string
+	client  redis.UniversalClient
+	prefix  string
+	perCall int // keys per applyScript call
 }
 
 var (
@@ -28,7 +29,7 @@ var (
 // NewInventoryStore returns the stock model stored under prefix, which names
 // the generation, such as "jetcqrs:g1:".
 func NewInventoryStore(client redis.UniversalClient, prefix string) *InventoryStore {
-	return &InventoryStore{client: client, prefix: prefix}
+	return &InventoryStore{client: client, prefix: prefix, perCall: keysPerCall(client)}
 }
 
 func (s *InventoryStore) inventoryKey(sku string) string { return s.prefix + "inventory:" + sku }
@@ -59,15 +60,17 @@ func (s *InventoryStore) Apply(ctx context.Context, events []projections.Envelop
 		}
 	}
 	if len(writes) > 0 {
+		hashes := make([]hashWrite, len(writes))
+		for i, w := range writes {
+			l := w.levels
+			hashes[i] = hashWrite{key: s.inventoryKey(l.SKU), mode: w.mode, seq: w.seq, fields: []string{
+				"on_hand", strconv.FormatInt(l.OnHand, 10),
+				"reserved", strconv.FormatInt(l.Reserved, 10),
+				"available", strconv.FormatInt(l.Available, 10),
+				"version", strconv.FormatInt(l.Version, 10)}}
+		}
 		err := execBatch(ctx, s.client, func(pipe redis.Pipeliner) {
-			for _, w := range writes {
-				l := w.levels
-				applyScript.EvalSha(ctx, pipe, []string{s.inventoryKey(l.SKU)}, applyArgs(w.mode, w.seq,
-					"on_hand", strconv.FormatInt(l.OnHand, 10),
-					"reserved", strconv.FormatInt(l.Reserved, 10),
-					"available", strconv.FormatInt(l.Available, 10),
-					"version", strconv.FormatInt(l.Version, 10))...)
-			}
+			queueHashWrites(ctx, pipe, hashes, s.perCall)
 		})
 		if err != nil {
 			return fmt.Errorf("redisstore: apply inventory: %w", err)

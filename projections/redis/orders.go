@@ -24,10 +24,11 @@ import (
 //
 // An order's list member never changes (placed_at does not), so it is written
 // with a plain ZADD beside the script, idempotent by itself; keeping it out of
-// the script keeps every script call to one key, as Redis Cluster requires.
+// the script lets Redis Cluster run each script call on one key's slot.
 type OrderStore struct {
-	client redis.UniversalClient
-	prefix string
+	client  redis.UniversalClient
+	prefix  string
+	perCall int // keys per applyScript call
 }
 
 var (
@@ -39,7 +40,7 @@ var (
 // NewOrderStore returns the order summary model stored under prefix, which
 // names the generation, such as "jetcqrs:g1:".
 func NewOrderStore(client redis.UniversalClient, prefix string) *OrderStore {
-	return &OrderStore{client: client, prefix: prefix}
+	return &OrderStore{client: client, prefix: prefix, perCall: keysPerCall(client)}
 }
 
 func (s *OrderStore) orderKey(id string) string { return s.prefix + "order:" + id }
@@ -75,13 +76,18 @@ func (s *OrderStore) Apply(ctx context.Context, events []projections.Envelope) e
 		}
 	}
 	if len(writes) > 0 {
+		hashes := make([]hashWrite, len(writes))
+		lists := map[string][]redis.Z{}
+		for i, w := range writes {
+			hashes[i] = hashWrite{key: s.orderKey(w.orderID), mode: modeNewer, seq: w.seq, fields: []string{
+				"version", strconv.FormatInt(w.version, 10), "user", w.userID, "view", string(w.view)}}
+			list := s.userOrdersKey(w.userID)
+			lists[list] = append(lists[list], redis.Z{Score: 0, Member: w.member})
+		}
 		err := execBatch(ctx, s.client, func(pipe redis.Pipeliner) {
-			for _, w := range writes {
-				applyScript.EvalSha(ctx, pipe, []string{s.orderKey(w.orderID)}, applyArgs(modeNewer, w.seq,
-					"version", strconv.FormatInt(w.version, 10),
-					"user", w.userID,
-					"view", w.view)...)
-				pipe.ZAdd(ctx, s.userOrdersKey(w.userID), redis.Z{Score: 0, Member: w.member})
+			queueHashWrites(ctx, pipe, hashes, s.perCall)
+			for list, members := range lists {
+				pipe.ZAdd(ctx, list, members...)
 			}
 		})
 		if err != nil {

@@ -33,25 +33,73 @@ const (
 	modeAbsent = "absent" // write only when the key does not exist
 )
 
-// applyScript writes the field/value pairs ARGV[3..] and the sequence ARGV[2]
-// into the hash KEYS[1], under the rule of mode ARGV[1]. Sequences are
-// canonical decimal uint64 strings, compared by length, then bytes: exact where
-// Lua's doubles are not. It returns 1 when it wrote and 0 when it did not.
+// applyScript writes a batch of hashes, KEYS[1..n], in order. ARGV holds,
+// for each key, its mode, the event's sequence, the number of field/value
+// arguments that follow and those arguments. A hash is written (with its
+// sequence in seqField) only under the rule of its mode. Sequences are
+// canonical decimal uint64 strings, compared by length, then bytes: exact
+// where Lua's doubles are not. It returns how many hashes it wrote.
+//
+// One call per batch rather than per key: the fixed cost of a script call
+// (lookup, argument parsing, one reply) is most of the cost of a guarded
+// write. Redis Cluster takes keys of one slot per call only, so there each
+// call carries one key (see keysPerCall).
 var applyScript = redis.NewScript(`
-local key, mode, seq = KEYS[1], ARGV[1], ARGV[2]
-if mode == '` + modeAbsent + `' then
-	if redis.call('EXISTS', key) == 1 then return 0 end
-else
-	local cur = redis.call('HGET', key, '` + seqField + `')
-	if cur and (#cur > #seq or (#cur == #seq and cur >= seq)) then return 0 end
+local written, a = 0, 1
+for i = 1, #KEYS do
+	local key, mode, seq, n = KEYS[i], ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+	local write
+	if mode == '` + modeAbsent + `' then
+		write = redis.call('EXISTS', key) == 0
+	else
+		local cur = redis.call('HGET', key, '` + seqField + `')
+		write = not cur or #cur < #seq or (#cur == #seq and cur < seq)
+	end
+	if write then
+		redis.call('HSET', key, '` + seqField + `', seq, unpack(ARGV, a + 3, a + 2 + n))
+		written = written + 1
+	end
+	a = a + 3 + n
 end
-redis.call('HSET', key, '` + seqField + `', seq, unpack(ARGV, 3))
-return 1
+return written
 `)
 
-// applyArgs are the ARGV of applyScript.
-func applyArgs(mode string, seq uint64, fields ...any) []any {
-	return append([]any{mode, strconv.FormatUint(seq, 10)}, fields...)
+// hashWrite is one guarded write of a read-model hash.
+type hashWrite struct {
+	key    string
+	mode   string
+	seq    uint64
+	fields []string // field, value, field, value, …
+}
+
+// maxKeysPerCall bounds one script call, and so how long it holds the server.
+const maxKeysPerCall = 512
+
+// keysPerCall is how many keys one applyScript call may carry for client.
+func keysPerCall(client redis.UniversalClient) int {
+	if _, cluster := client.(*redis.ClusterClient); cluster {
+		return 1
+	}
+	return maxKeysPerCall
+}
+
+// queueHashWrites queues writes, in order, as applyScript calls of at most
+// perCall keys each.
+func queueHashWrites(ctx context.Context, pipe redis.Pipeliner, writes []hashWrite, perCall int) {
+	for len(writes) > 0 {
+		n := min(len(writes), perCall)
+		keys := make([]string, n)
+		args := make([]any, 0, n*12)
+		for i, w := range writes[:n] {
+			keys[i] = w.key
+			args = append(args, w.mode, strconv.FormatUint(w.seq, 10), len(w.fields))
+			for _, f := range w.fields {
+				args = append(args, f)
+			}
+		}
+		applyScript.EvalSha(ctx, pipe, keys, args...)
+		writes = writes[n:]
+	}
 }
 
 // queueFunc queues the commands of a batch on a pipeline.

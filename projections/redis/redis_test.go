@@ -21,18 +21,39 @@ import (
 	redisstore "github.com/jetcqrs/jetcqrs/projections/redis"
 )
 
+// keysPerCall runs a contract with a batch's hashes in one script call (the
+// default), in one call per key (as on Redis Cluster) and in calls of 3 keys
+// (a batch split over several calls).
+var keysPerCall = []int{0, 1, 3}
+
 func TestOrderStoreContract(t *testing.T) {
-	contract.Orders(t, func(t *testing.T) contract.OrdersUnderTest {
-		client, prefix := newClient(t)
-		return redisstore.NewOrderStore(client, prefix+"g1:")
-	})
+	for _, n := range keysPerCall {
+		t.Run(fmt.Sprintf("keys_per_call=%d", n), func(t *testing.T) {
+			contract.Orders(t, func(t *testing.T) contract.OrdersUnderTest {
+				client, prefix := newClient(t)
+				s := redisstore.NewOrderStore(client, prefix+"g1:")
+				if n > 0 {
+					s.WithKeysPerCall(n)
+				}
+				return s
+			})
+		})
+	}
 }
 
 func TestInventoryStoreContract(t *testing.T) {
-	contract.Inventory(t, func(t *testing.T) contract.InventoryUnderTest {
-		client, prefix := newClient(t)
-		return redisstore.NewInventoryStore(client, prefix+"g1:")
-	})
+	for _, n := range keysPerCall {
+		t.Run(fmt.Sprintf("keys_per_call=%d", n), func(t *testing.T) {
+			contract.Inventory(t, func(t *testing.T) contract.InventoryUnderTest {
+				client, prefix := newClient(t)
+				s := redisstore.NewInventoryStore(client, prefix+"g1:")
+				if n > 0 {
+					s.WithKeysPerCall(n)
+				}
+				return s
+			})
+		})
+	}
 }
 
 // The script cache is empty after a Redis restart; SCRIPT FLUSH empties it
