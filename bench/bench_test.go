@@ -47,7 +47,7 @@ func TestBenchmarksWriteTables(t *testing.T) {
 		}},
 		{"end-to-end", func(log io.Writer) (string, error) {
 			return EndToEnd(ctx, EndToEndConfig{ServerURL: server, RedisURL: redisURL, ClickHouseURL: chURL,
-				Rate: 50, Duration: time.Second, Workers: 8, MaxConns: 4, Log: log})
+				Rates: []int{50}, Duration: time.Second, Workers: 8, MaxConns: 4, Log: log})
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -44,8 +44,10 @@ type EndToEndConfig struct {
 	ServerURL     string
 	RedisURL      string
 	ClickHouseURL string
-	// Rate is the offered load in orders per second (default 1,000).
-	Rate int
+	// Rates are the offered loads in orders per second, each run in turn
+	// (default 250, 500 and 1,000: the target's load and two below it, to
+	// show where this machine saturates).
+	Rates []int
 	// Duration is the length of each run (the system, then the bare chain).
 	Duration time.Duration
 	// Workers is how many clients place orders concurrently (default 128).
@@ -71,8 +73,8 @@ type appliedNotice struct {
 // committed outbox rows → pglogrepl → PublishMsgAsync → a JetStream consumer
 // → HSET. It returns the markdown section.
 func EndToEnd(ctx context.Context, cfg EndToEndConfig) (string, error) {
-	if cfg.Rate == 0 {
-		cfg.Rate = 1000
+	if len(cfg.Rates) == 0 {
+		cfg.Rates = []int{250, 500, 1000}
 	}
 	if cfg.Workers == 0 {
 		cfg.Workers = 128
@@ -113,22 +115,33 @@ func EndToEnd(ctx context.Context, cfg EndToEndConfig) (string, error) {
 	}
 	defer dropRedis()
 
-	sys, err := systemRun(ctx, cfg, dbURL, pool, b, rdb, prefix+"g1:", name, skus)
-	if err != nil {
-		return "", fmt.Errorf("system: %w", err)
+	type pair struct {
+		rate      int
+		sys, bare e2eResult
 	}
-	if err := b.freshStream(ctx); err != nil {
-		return "", err
-	}
-	bare, err := bareChainRun(ctx, cfg, dbURL, pool, b, rdb, prefix+"bare:", name, skus)
-	if err != nil {
-		return "", fmt.Errorf("bare chain: %w", err)
+	var runs []pair
+	for _, rate := range cfg.Rates {
+		if err := b.freshStream(ctx); err != nil {
+			return "", err
+		}
+		sys, err := systemRun(ctx, cfg, rate, dbURL, pool, b, rdb, fmt.Sprintf("%sg%d:", prefix, rate), name, skus)
+		if err != nil {
+			return "", fmt.Errorf("system at %d orders/s: %w", rate, err)
+		}
+		if err := b.freshStream(ctx); err != nil {
+			return "", err
+		}
+		bare, err := bareChainRun(ctx, cfg, rate, dbURL, pool, b, rdb, fmt.Sprintf("%sbare%d:", prefix, rate), name, skus)
+		if err != nil {
+			return "", fmt.Errorf("bare chain at %d orders/s: %w", rate, err)
+		}
+		runs = append(runs, pair{rate, sys, bare})
 	}
 
 	var out strings.Builder
 	fmt.Fprintf(&out, "## End to end: command 201 → visible in the read model\n\n")
 	fmt.Fprintf(&out, "`jetcqrs bench end-to-end` on %s. Orders of 1–3 random SKUs of 1000 are offered open-loop at\n", Machine())
-	fmt.Fprintf(&out, "%d/s by %d concurrent clients for %s per run (the first %s not measured).\n\n", cfg.Rate, cfg.Workers, cfg.Duration, latencyWarmUp(cfg.Duration))
+	fmt.Fprintf(&out, "%s orders/s in turn by %d concurrent clients for %s per run (the first %s not measured).\n\n", joinInts(cfg.Rates), cfg.Workers, cfg.Duration, latencyWarmUp(cfg.Duration))
 	out.WriteString("- **jetcqrs**: the whole system in one process, wired as `serve` wires it: command API (write store pool of\n")
 	fmt.Fprintf(&out, "  %d), CDC relay, embedded JetStream, projection runtime with the four read models (Redis orders and\n", cfg.MaxConns)
 	out.WriteString("  inventory, Bleve catalog, ClickHouse sales, 16 partitions) and query API. Each client POSTs /v1/orders; on\n")
@@ -142,11 +155,13 @@ func EndToEnd(ctx context.Context, cfg EndToEndConfig) (string, error) {
 	out.WriteString("Target: jetcqrs p99 < 50 ms at 1,000 orders/s.\n\n")
 	out.WriteString("| pipeline | offered orders/s | completed orders/s | measured | command p50 / p99 ms | visible p50 ms | visible p99 ms | visible max ms | p99 / bare p99 |\n")
 	out.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	fmt.Fprintf(&out, "| bare chain | %d | %.0f | %d | %s / %s | %s | %s | %s | 1.00 |\n", cfg.Rate, bare.achieved, bare.visible.Ops,
-		ms(bare.command.P50), ms(bare.command.P99), ms(bare.visible.P50), ms(bare.visible.P99), ms(bare.visible.Max))
-	fmt.Fprintf(&out, "| jetcqrs | %d | %.0f | %d | %s / %s | %s | %s | %s | %.2f |\n", cfg.Rate, sys.achieved, sys.visible.Ops,
-		ms(sys.command.P50), ms(sys.command.P99), ms(sys.visible.P50), ms(sys.visible.P99), ms(sys.visible.Max),
-		float64(sys.visible.P99)/float64(max(bare.visible.P99, time.Microsecond)))
+	for _, r := range runs {
+		fmt.Fprintf(&out, "| bare chain | %d | %.0f | %d | %s / %s | %s | %s | %s | 1.00 |\n", r.rate, r.bare.achieved, r.bare.visible.Ops,
+			ms(r.bare.command.P50), ms(r.bare.command.P99), ms(r.bare.visible.P50), ms(r.bare.visible.P99), ms(r.bare.visible.Max))
+		fmt.Fprintf(&out, "| jetcqrs | %d | %.0f | %d | %s / %s | %s | %s | %s | %.2f |\n", r.rate, r.sys.achieved, r.sys.visible.Ops,
+			ms(r.sys.command.P50), ms(r.sys.command.P99), ms(r.sys.visible.P50), ms(r.sys.visible.P99), ms(r.sys.visible.Max),
+			float64(r.sys.visible.P99)/float64(max(r.bare.visible.P99, time.Microsecond)))
+	}
 	out.WriteString("\nThe command column is the POST (jetcqrs) or the INSERT (bare chain), for reference.\n")
 	return out.String(), nil
 }
@@ -157,7 +172,7 @@ type e2eResult struct {
 }
 
 // systemRun wires the system, places orders through it and measures.
-func systemRun(ctx context.Context, cfg EndToEndConfig, dbURL string, pool *pgxpool.Pool, b *broker, rdb *redis.Client,
+func systemRun(ctx context.Context, cfg EndToEndConfig, rate int, dbURL string, pool *pgxpool.Pool, b *broker, rdb *redis.Client,
 	prefix, name string, skus []string) (e2eResult, error) {
 	logger := discardLogger()
 	slot := name + "_relay"
@@ -320,7 +335,7 @@ func systemRun(ctx context.Context, cfg EndToEndConfig, dbURL string, pool *pgxp
 	}
 	cmdRec, visRec := NewRecorder(), NewRecorder()
 	warmUntil := time.Now().Add(latencyWarmUp(cfg.Duration))
-	pr := paced(ctx, fmt.Sprintf("jetcqrs, %d orders/s", cfg.Rate), cfg.Rate, cfg.Duration, cfg.Workers, func(ctx context.Context, i int64) error {
+	pr := paced(ctx, fmt.Sprintf("jetcqrs, %d orders/s", rate), rate, cfg.Duration, cfg.Workers, func(ctx context.Context, i int64) error {
 		track := time.Now().After(warmUntil)
 		c, v, err := place(ctx, rand.New(rand.NewPCG(uint64(i), 99)))
 		if err == nil && track {
@@ -354,7 +369,7 @@ const bareOutboxSQL = `INSERT INTO outbox_events
 
 // bareChainRun measures the raw baseline: outbox INSERT → pglogrepl →
 // PublishMsgAsync → JetStream consumer → HSET.
-func bareChainRun(ctx context.Context, cfg EndToEndConfig, dbURL string, pool *pgxpool.Pool, b *broker, rdb *redis.Client,
+func bareChainRun(ctx context.Context, cfg EndToEndConfig, rate int, dbURL string, pool *pgxpool.Pool, b *broker, rdb *redis.Client,
 	prefix, name string, skus []string) (e2eResult, error) {
 	slot := name + "_bare"
 	if err := createSlot(ctx, pool, slot); err != nil {
@@ -421,7 +436,7 @@ func bareChainRun(ctx context.Context, cfg EndToEndConfig, dbURL string, pool *p
 
 	cmdRec := NewRecorder()
 	warmUntil := time.Now().Add(latencyWarmUp(cfg.Duration))
-	pr := paced(ctx, fmt.Sprintf("bare chain, %d orders/s", cfg.Rate), cfg.Rate, cfg.Duration, cfg.Workers, func(ctx context.Context, i int64) error {
+	pr := paced(ctx, fmt.Sprintf("bare chain, %d orders/s", rate), rate, cfg.Duration, cfg.Workers, func(ctx context.Context, i int64) error {
 		id, track := uuid.NewString(), time.Now().After(warmUntil)
 		if track {
 			// Known before the commit: the consumer may see the order

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -122,4 +123,16 @@ func WriteSection(path, name, body string) error {
 		s = strings.TrimRight(s, "\n") + "\n\n" + section + "\n"
 	}
 	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+// joinInts writes ns as "1, 2 and 3".
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.Itoa(n)
+	}
+	if len(s) < 2 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
 }

@@ -187,7 +187,7 @@ func NewRuntime(js jetstream.JetStream, cfg Config, projections []Projection) (*
 // table: both tolerate a short lag and pay for every write (a segment to
 // merge, a part to merge).
 const (
-	CatalogCommitInterval = 50 * time.Millisecond
+	CatalogCommitInterval = 250 * time.Millisecond
 	SalesCommitInterval   = 250 * time.Millisecond
 )
 

@@ -14,7 +14,7 @@ import (
 )
 
 func benchCmd(cfg *Config) *cobra.Command {
-	var out, server, clients, cpuProfile string
+	var out, server, clients, rates, cpuProfile string
 	var duration time.Duration
 	cmd := &cobra.Command{
 		Use:   "bench [all|place-order|relay-drain|relay-latency|projection-apply|query-get-order|end-to-end]",
@@ -24,6 +24,12 @@ func benchCmd(cfg *Config) *cobra.Command {
 			conc, err := parseInts(clients)
 			if err != nil {
 				return fmt.Errorf("--clients: %w", err)
+			}
+			var offered []int
+			if cmd.Flags().Changed("rates") {
+				if offered, err = parseInts(rates); err != nil {
+					return fmt.Errorf("--rates: %w", err)
+				}
 			}
 			log := cmd.ErrOrStderr()
 			run := map[string]func() (string, error){
@@ -55,10 +61,10 @@ func benchCmd(cfg *Config) *cobra.Command {
 					return bench.QueryGetOrder(cmd.Context(), bench.QueryGetOrderConfig{RedisURL: cfg.RedisURL,
 						Duration: duration / 2, Concurrency: qc, Log: log})
 				},
-				// Two runs: the system and the bare chain.
+				// Six runs: the system and the bare chain at three loads.
 				"end-to-end": func() (string, error) {
 					return bench.EndToEnd(cmd.Context(), bench.EndToEndConfig{ServerURL: server, RedisURL: cfg.RedisURL,
-						ClickHouseURL: cfg.ClickHouseURL, Rate: 1000, Duration: duration, MaxConns: cfg.DBMaxConns, Log: log})
+						ClickHouseURL: cfg.ClickHouseURL, Rates: offered, Duration: duration, MaxConns: cfg.DBMaxConns, Log: log})
 				},
 			}
 			if cpuProfile != "" {
@@ -98,6 +104,7 @@ func benchCmd(cfg *Config) *cobra.Command {
 	cmd.Flags().StringVar(&server, "server-url", envOr("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"),
 		"PostgreSQL server that gets scratch databases")
 	cmd.Flags().StringVar(&clients, "clients", "1,4,16", "client concurrencies (query-get-order defaults to 1,4,16,64)")
+	cmd.Flags().StringVar(&rates, "rates", "", "offered loads of end-to-end in orders/s (default 250,500,1000)")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "length of each measured run; benchmarks made of many runs share it out (each section says how)")
 	return cmd
