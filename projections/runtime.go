@@ -509,8 +509,6 @@ type runtimeMetrics struct {
 	lag         *prometheus.HistogramVec
 	retries     *prometheus.CounterVec
 	deadLetters *prometheus.CounterVec
-	mu          sync.Mutex
-	last        map[string]uint64
 }
 
 func newRuntimeMetrics(reg prometheus.Registerer) (*runtimeMetrics, error) {
@@ -526,7 +524,6 @@ func newRuntimeMetrics(reg prometheus.Registerer) (*runtimeMetrics, error) {
 			Help: "Batches retried after a store error."}, []string{"projection"}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetcqrs_projection_dead_letters_total",
 			Help: "Events sent to the dead-letter stream."}, []string{"projection"}),
-		last: map[string]uint64{},
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.applied, m.lastSeq, m.lag, m.retries, m.deadLetters} {
@@ -558,8 +555,9 @@ type Status struct {
 	LastSeq uint64 `json:"last_seq"`
 	// Pending counts events not yet applied (waiting or in flight).
 	Pending uint64 `json:"pending"`
-	// LagMS is how far the last applied event's commit lies behind now,
-	// when anything is pending; 0 when live.
+	// LagMS is how long the oldest event not yet applied has been in the
+	// stream (stored at about its commit, plus the relay's latency); 0 when
+	// nothing is pending.
 	LagMS int64 `json:"lag_ms"`
 	// DeadLetters counts this projection's events in the dead-letter stream.
 	DeadLetters uint64 `json:"dead_letters"`
@@ -573,9 +571,13 @@ func (r *Runtime) Status(ctx context.Context) ([]Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("projections: dead-letter stream: %w", err)
 	}
+	events, err := r.js.Stream(ctx, r.cfg.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("projections: stream: %w", err)
+	}
 	for _, p := range r.projections {
 		st := Status{Name: p.Name, Generation: r.cfg.Generation}
-		var lastActive time.Time
+		var oldest time.Time // stored time of the oldest event not yet applied
 		for part := 0; part < r.cfg.Partitions; part++ {
 			c, err := r.js.Consumer(ctx, r.cfg.Stream, r.ConsumerName(p.Name, part))
 			if errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -590,9 +592,18 @@ func (r *Runtime) Status(ctx context.Context) ([]Status, error) {
 				info = fresh
 			}
 			st.LastSeq = max(st.LastSeq, info.AckFloor.Stream)
-			st.Pending += info.NumPending + uint64(info.NumAckPending)
-			if info.AckFloor.Last != nil && info.AckFloor.Last.After(lastActive) {
-				lastActive = *info.AckFloor.Last
+			pending := info.NumPending + uint64(info.NumAckPending)
+			st.Pending += pending
+			if pending == 0 {
+				continue
+			}
+			// The next event past the ack floor on any of the consumer's
+			// subjects is the oldest one this partition has not applied.
+			for _, subject := range info.Config.FilterSubjects {
+				m, err := events.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(subject))
+				if err == nil && (oldest.IsZero() || m.Time.Before(oldest)) {
+					oldest = m.Time
+				}
 			}
 		}
 		si, err := dlq.Info(ctx, jetstream.WithSubjectFilter("dlq."+p.Name+".>"))
@@ -607,8 +618,8 @@ func (r *Runtime) Status(ctx context.Context) ([]Status, error) {
 		}
 		if st.Pending > 0 {
 			st.State = "catching_up"
-			if !lastActive.IsZero() {
-				st.LagMS = time.Since(lastActive).Milliseconds()
+			if !oldest.IsZero() {
+				st.LagMS = max(time.Since(oldest).Milliseconds(), 0)
 			}
 		}
 		out = append(out, st)

@@ -265,3 +265,36 @@ func TestRuntimeRecreatesAConsumerDeletedBetweenPulls(t *testing.T) {
 		return store.count() >= first+25
 	})
 }
+
+// TestStatusReportsTheAgeOfTheOldestUnappliedEvent checks the admin view of
+// a projection that has fallen behind: what is pending, and for how long
+// the oldest of it has waited.
+func TestStatusReportsTheAgeOfTheOldestUnappliedEvent(t *testing.T) {
+	t.Parallel()
+	js := testenv.NATS(t, 2)
+	rt, err := projections.NewRuntime(js.JS, projections.Config{Partitions: 2},
+		[]projections.Projection{{Name: "orders", AggregateTypes: []string{"order"}, Store: newRecorder("a")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.EnsureConsumers(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := rt.Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st) != 1 || st[0].State != "live" || st[0].Pending != 0 || st[0].LagMS != 0 {
+		t.Fatalf("before any event: %+v", st)
+	}
+	publish(t, js, 30, 6)
+	const waited = 300 * time.Millisecond
+	time.Sleep(waited)
+	st, err = rt.Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st[0].State != "catching_up" || st[0].Pending != 30 || st[0].LagMS < waited.Milliseconds() || st[0].LagMS > 10_000 {
+		t.Fatalf("with 30 events unapplied for %s: %+v", waited, st[0])
+	}
+}
