@@ -20,8 +20,9 @@ import (
 // once per interval. Each caller still gets its own batch's outcome: when the
 // combined Apply reports a poison event, every batch is applied again on its
 // own, so the poison is reported to the worker that delivered it and nobody
-// else's events wait on it (re-applying is safe: Apply is idempotent). Any
-// other failure is the store's, and every caller gets it to retry.
+// else's events wait on it (re-applying is safe: Apply is idempotent); the
+// same for a batch the store rejects (ErrRejected). Any other failure is
+// the store's, and every caller gets it to retry.
 type groupCommit struct {
 	store     Applier
 	interval  time.Duration
@@ -121,7 +122,7 @@ func (g *groupCommit) leadWith(ctx context.Context, self *commitCall) error {
 		err := g.store.Apply(ctx, combined)
 		var poison *PoisonError
 		switch {
-		case errors.As(err, &poison):
+		case errors.As(err, &poison) || errors.Is(err, ErrRejected):
 			for _, c := range calls {
 				c.err = g.store.Apply(ctx, c.events)
 			}

@@ -19,6 +19,7 @@ type recordingStore struct {
 	calls   [][]uint64
 	applied map[uint64]int
 	poison  map[uint64]bool
+	reject  bool // fail with ErrRejected instead of a PoisonError
 	gate    chan struct{}
 	started chan struct{} // receives when an Apply begins, if set
 }
@@ -42,6 +43,9 @@ func (s *recordingStore) Apply(ctx context.Context, events []Envelope) error {
 	}
 	s.calls = append(s.calls, seqs)
 	for _, e := range events {
+		if s.poison[e.Seq] && s.reject {
+			return fmt.Errorf("seq %d: %w", e.Seq, ErrRejected)
+		}
 		if s.poison[e.Seq] {
 			return &PoisonError{Seq: e.Seq, Reason: fmt.Sprintf("seq %d is poison", e.Seq)}
 		}
@@ -92,35 +96,42 @@ func TestGroupCommitCombinesConcurrentBatches(t *testing.T) {
 }
 
 // TestGroupCommitKeepsPoisonWithItsCaller puts a poison event in one of three
-// combined batches: only its caller gets the PoisonError; the others' events
-// are applied.
+// combined batches: only its caller gets the PoisonError (or the store's
+// rejection); the others' events are applied.
 func TestGroupCommitKeepsPoisonWithItsCaller(t *testing.T) {
-	store := &recordingStore{applied: map[uint64]int{}, poison: map[uint64]bool{21: true},
-		gate: make(chan struct{}), started: make(chan struct{}, 16)}
-	g := newGroupCommit(store, 0, 1000)
-	var wg sync.WaitGroup
-	errs := make([]error, 4)
-	wg.Go(func() { errs[0] = g.Apply(t.Context(), envelopes(1)) })
-	<-store.started
-	for i, batch := range [][]uint64{{10, 11}, {20, 21, 22}, {30, 31}} {
-		wg.Go(func() { errs[i+1] = g.Apply(t.Context(), envelopes(batch...)) })
-	}
-	waitFor(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.queue) == 3 })
-	close(store.gate)
-	wg.Wait()
-	var poison *PoisonError
-	if !errors.As(errs[2], &poison) || poison.Seq != 21 {
-		t.Errorf("caller with the poison event: %v, want PoisonError for seq 21", errs[2])
-	}
-	for _, i := range []int{0, 1, 3} {
-		if errs[i] != nil {
-			t.Errorf("caller %d: %v", i, errs[i])
-		}
-	}
-	for _, seq := range []uint64{1, 10, 11, 30, 31} {
-		if store.applied[seq] == 0 {
-			t.Errorf("seq %d not applied", seq)
-		}
+	for _, reject := range []bool{false, true} {
+		t.Run(fmt.Sprintf("rejected=%v", reject), func(t *testing.T) {
+			store := &recordingStore{applied: map[uint64]int{}, poison: map[uint64]bool{21: true}, reject: reject,
+				gate: make(chan struct{}), started: make(chan struct{}, 16)}
+			g := newGroupCommit(store, 0, 1000)
+			var wg sync.WaitGroup
+			errs := make([]error, 4)
+			wg.Go(func() { errs[0] = g.Apply(t.Context(), envelopes(1)) })
+			<-store.started
+			for i, batch := range [][]uint64{{10, 11}, {20, 21, 22}, {30, 31}} {
+				wg.Go(func() { errs[i+1] = g.Apply(t.Context(), envelopes(batch...)) })
+			}
+			waitFor(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.queue) == 3 })
+			close(store.gate)
+			wg.Wait()
+			var poison *PoisonError
+			switch {
+			case reject && !errors.Is(errs[2], ErrRejected):
+				t.Errorf("caller with the rejected event: %v, want ErrRejected", errs[2])
+			case !reject && (!errors.As(errs[2], &poison) || poison.Seq != 21):
+				t.Errorf("caller with the poison event: %v, want PoisonError for seq 21", errs[2])
+			}
+			for _, i := range []int{0, 1, 3} {
+				if errs[i] != nil {
+					t.Errorf("caller %d: %v", i, errs[i])
+				}
+			}
+			for _, seq := range []uint64{1, 10, 11, 30, 31} {
+				if store.applied[seq] == 0 {
+					t.Errorf("seq %d not applied", seq)
+				}
+			}
+		})
 	}
 }
 

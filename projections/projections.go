@@ -49,6 +49,15 @@ type PoisonError struct {
 
 func (e *PoisonError) Error() string { return "poison event: " + e.Reason }
 
+// ErrRejected marks a store error that retrying the same events cannot
+// cure: the store refused them for what they are (a value of the wrong type,
+// an argument out of range), not for a passing state of its own (down,
+// overloaded, restarting), which the runtime outwaits. A store wraps it,
+// e.g. fmt.Errorf("…: %w: %w", ErrRejected, err). The runtime applies a
+// rejected batch again one event at a time and dead-letters each event the
+// store still rejects on its own, with the error as the reason.
+var ErrRejected = errors.New("rejected by the store")
+
 // ErrNotFound is returned by readers when the read model has no such entry.
 var ErrNotFound = errors.New("not found in read model")
 

@@ -394,9 +394,18 @@ func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error 
 			OccurredAt: ev.OccurredAt, TraceParent: ev.TraceParent, Payload: ev.Payload,
 		}})
 	}
-	for attempt := 0; len(items) > 0; attempt++ {
-		envs := make([]Envelope, len(items))
-		for i, it := range items {
+	// queue holds the events still to apply, in order, as the groups to
+	// apply together: the whole chunk, unless the store rejected it and it
+	// was split into single events to find the one it rejects.
+	queue := [][]delivered{items}
+	for attempt := 0; len(queue) > 0; attempt++ {
+		group := queue[0]
+		if len(group) == 0 {
+			queue, attempt = queue[1:], -1
+			continue
+		}
+		envs := make([]Envelope, len(group))
+		for i, it := range group {
 			envs[i] = it.env
 		}
 		err := w.store.Apply(ctx, envs)
@@ -405,30 +414,51 @@ func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error 
 			if w.rt.cfg.OnApplied != nil {
 				w.rt.cfg.OnApplied(w.p.Name, envs)
 			}
-			break
+			queue, attempt = queue[1:], -1
+			continue
 		}
 		var poison *PoisonError
 		if errors.As(err, &poison) {
-			i := indexOfSeq(items, poison.Seq)
+			i := indexOfSeq(group, poison.Seq)
 			if i < 0 {
 				return fmt.Errorf("projection %s: poison error names seq %d outside the batch: %w", w.p.Name, poison.Seq, err)
 			}
-			w.deadLetter(ctx, items[i].msg, items[i].md, poison.Reason)
-			items = append(items[:i], items[i+1:]...)
+			w.deadLetter(ctx, group[i].msg, group[i].md, poison.Reason)
+			queue[0] = append(group[:i], group[i+1:]...)
+			continue
+		}
+		if errors.Is(err, ErrRejected) {
+			if len(group) == 1 {
+				w.deadLetter(ctx, group[0].msg, group[0].md, "rejected by the store: "+err.Error())
+				queue, attempt = queue[1:], -1
+				continue
+			}
+			// One event at a time, so that the store's refusal names the
+			// event it refuses.
+			singles := make([][]delivered, 0, len(group)+len(queue)-1)
+			for i := range group {
+				singles = append(singles, group[i:i+1:i+1])
+			}
+			queue, attempt = append(singles, queue[1:]...), -1
+			w.log.Warn("the store rejected a batch; applying its events one at a time", "err", err, "events", len(group))
 			continue
 		}
 		w.rt.metrics.retries.WithLabelValues(w.p.Name).Inc()
-		w.log.Warn("applying a batch failed; retrying", "err", err, "attempt", attempt+1, "events", len(items))
-		for _, it := range items {
-			_ = it.msg.InProgress()
+		w.log.Warn("applying a batch failed; retrying", "err", err, "attempt", attempt+1, "events", len(group))
+		for _, g := range queue {
+			for _, it := range g {
+				_ = it.msg.InProgress()
+			}
 		}
 		if stop.Err() != nil {
 			// Give the events back: they are redelivered at once to whichever
 			// worker holds the partition next (or after AckWait if this
 			// process dies first). Acks are per event, so nobody's later
 			// ack can cover them.
-			for _, it := range items {
-				_ = it.msg.Nak()
+			for _, g := range queue {
+				for _, it := range g {
+					_ = it.msg.Nak()
+				}
 			}
 			return stop.Err()
 		}

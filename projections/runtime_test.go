@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,11 +29,13 @@ type recorder struct {
 	name    string
 	failN   int
 	poison  map[uint64]bool
+	reject  map[uint64]bool // a batch holding one of these is rejected whole
 	total   int
 }
 
 func newRecorder(name string) *recorder {
-	return &recorder{applied: map[string][]uint64{}, byProc: map[string]string{}, name: name, poison: map[uint64]bool{}}
+	return &recorder{applied: map[string][]uint64{}, byProc: map[string]string{}, name: name, poison: map[uint64]bool{},
+		reject: map[uint64]bool{}}
 }
 
 func (r *recorder) Apply(_ context.Context, events []projections.Envelope) error {
@@ -45,6 +48,9 @@ func (r *recorder) Apply(_ context.Context, events []projections.Envelope) error
 	for _, e := range events {
 		if r.poison[e.Seq] {
 			return &projections.PoisonError{Seq: e.Seq, Reason: "cannot decode payload"}
+		}
+		if r.reject[e.Seq] {
+			return fmt.Errorf("apply: %w: WRONGTYPE Operation against a key holding the wrong kind of value", projections.ErrRejected)
 		}
 	}
 	for _, e := range events {
@@ -297,4 +303,44 @@ func TestStatusReportsTheAgeOfTheOldestUnappliedEvent(t *testing.T) {
 	if st[0].State != "catching_up" || st[0].Pending != 30 || st[0].LagMS < waited.Milliseconds() || st[0].LagMS > 10_000 {
 		t.Fatalf("with 30 events unapplied for %s: %+v", waited, st[0])
 	}
+}
+
+// TestRuntimeDeadLettersWhatTheStoreRejects: a store that refuses a batch for
+// one of its events (not for an outage) gets the batch again one event at a
+// time; the event it still refuses goes to the dead-letter stream and the
+// others are applied, in order.
+func TestRuntimeDeadLettersWhatTheStoreRejects(t *testing.T) {
+	t.Parallel()
+	js := testenv.NATS(t, 1)
+	rec := newRecorder("a")
+	rec.reject[7] = true
+	publish(t, js, 12, 3)
+	startRuntime(t, js.JS, projections.Config{Partitions: 1}, rec)
+	waitFor(t, "11 events applied", 20*time.Second, func() bool { return rec.count() >= 11 })
+	dlq, err := js.JS.Stream(context.Background(), jnats.DefaultDeadLetterStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "one dead letter", 10*time.Second, func() bool {
+		info, err := dlq.Info(context.Background())
+		return err == nil && info.State.Msgs == 1
+	})
+	m, err := dlq.GetMsg(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq := m.Header.Get(projections.HeaderDLQStreamSeq); seq != "7" {
+		t.Fatalf("dead-lettered seq %s, want 7", seq)
+	}
+	if reason := m.Header.Get(projections.HeaderDLQReason); !strings.Contains(reason, "rejected by the store") || !strings.Contains(reason, "WRONGTYPE") {
+		t.Fatalf("reason %q", reason)
+	}
+	if m.Header.Get(jnats.HeaderAggregateID) == "" {
+		t.Fatalf("the dead letter lost the event's headers: %v", m.Header)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := rec.count(); got != 11 {
+		t.Fatalf("applied %d, want 11", got)
+	}
+	assertInOrder(t, rec)
 }

@@ -379,7 +379,16 @@ func (s *CatalogStore) bulkIndex(ctx context.Context, skus []string, docs map[st
 		}
 	}
 	if len(failed) > 0 {
-		return fmt.Errorf("elasticstore: bulk: %d of %d documents not written: %w", len(failed), len(skus), errors.Join(failed...))
+		err := fmt.Errorf("elasticstore: bulk: %d of %d documents not written: %w", len(failed), len(skus), errors.Join(failed...))
+		for _, f := range failed {
+			// A 4xx other than a timeout or back-pressure is the document's
+			// own fault (a mapping it breaks): retrying it cannot help.
+			var e *Error
+			if errors.As(f, &e) && e.Status >= 400 && e.Status < 500 && e.Status != 408 && e.Status != 429 {
+				return fmt.Errorf("%w: %w", projections.ErrRejected, err)
+			}
+		}
+		return err
 	}
 	return nil
 }

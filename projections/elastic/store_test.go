@@ -518,6 +518,23 @@ func TestApplyBulkItemErrorsFail(t *testing.T) {
 	if strings.Contains(err.Error(), "A-100") {
 		t.Errorf("Apply error %q reports the 409 of A-100, which is not a failure", err)
 	}
+	if !errors.Is(err, projections.ErrRejected) {
+		t.Errorf("Apply error %q: the 400 of C-100 makes the batch one the store rejects", err)
+	}
+}
+
+// Back-pressure (429) alone is a passing state: the batch is retried whole.
+func TestApplyBulkBackPressureIsNotARejection(t *testing.T) {
+	t.Parallel()
+	_, client := newFake(t, map[string]reply{
+		"POST /jetcqrs-catalog-g1/_mget": mgetReply(t, "jetcqrs-catalog-g1", nil),
+		"POST /jetcqrs-catalog-g1/_bulk": fixed(200, `{"errors":true,"items":[`+
+			`{"index":{"_id":"B-100","status":429,"error":{"type":"es_rejected_execution_exception","reason":"rejected execution"}}}]}`),
+	})
+	err := newTestStore(t, client, nil).Apply(t.Context(), []projections.Envelope{stockEnvelope(t, 10, "B-100", 7, 2)})
+	if err == nil || errors.Is(err, projections.ErrRejected) {
+		t.Fatalf("Apply under back-pressure = %v, want an error that is not a rejection", err)
+	}
 }
 
 func TestApplyBulkRequestFails(t *testing.T) {

@@ -13,6 +13,7 @@ package redisstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -123,6 +124,8 @@ func execBatch(ctx context.Context, client redis.UniversalClient, queue queueFun
 			case err == nil:
 			case redis.HasErrorPrefix(err, "NOSCRIPT"):
 				noScript = true
+			case rejected(err):
+				return fmt.Errorf("%s: %w: %w", cmd.Name(), projections.ErrRejected, err)
 			default:
 				return fmt.Errorf("%s: %w", cmd.Name(), err)
 			}
@@ -140,6 +143,27 @@ func execBatch(ctx context.Context, client redis.UniversalClient, queue queueFun
 			return fmt.Errorf("script load: %w", err)
 		}
 	}
+}
+
+// passingStates are the error replies of a server that is not ready or not
+// in charge right now; a retry outlives them.
+var passingStates = []string{"LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY", "OOM",
+	"MOVED", "ASK", "NOREPLICAS", "NOSCRIPT"}
+
+// rejected reports an error reply in which the server refused a command for
+// what it is (a key of another type, say), as opposed to a network error or
+// a passing state of the server.
+func rejected(err error) bool {
+	var reply redis.Error
+	if !errors.As(err, &reply) {
+		return false
+	}
+	for _, p := range passingStates {
+		if redis.HasErrorPrefix(err, p) {
+			return false
+		}
+	}
+	return true
 }
 
 // decodePayload decodes the payload of e into v, reporting what cannot be

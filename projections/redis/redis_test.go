@@ -401,3 +401,39 @@ func (r *commandRecorder) counts() (pipelines, singles int) {
 	defer r.mu.Unlock()
 	return r.pipelines, r.singles
 }
+
+// A key that holds another type (written by hand, or by something else
+// sharing the database) makes the server refuse the write for what it is:
+// Apply reports that as projections.ErrRejected, so the runtime isolates and
+// dead-letters the event instead of retrying it forever. A network error is
+// not a rejection: the runtime outwaits it.
+func TestApplyReportsRefusedWritesAsRejected(t *testing.T) {
+	client, prefix := newClient(t)
+	stock := redisstore.NewInventoryStore(client, prefix+"g1:")
+	if err := client.Set(t.Context(), prefix+"g1:inventory:SKU-9", "not a hash", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	levels := func(seq uint64, sku string) projections.Envelope {
+		return envelope(t, seq, domain.AggregateInventory, domain.EventInventoryAdjusted, domain.InventoryAdjusted{
+			InventoryLevels: domain.InventoryLevels{SKU: sku, OnHand: 1, Available: 1, Version: 1}, Delta: 1})
+	}
+	err := stock.Apply(t.Context(), []projections.Envelope{levels(1, "SKU-1"), levels(2, "SKU-9")})
+	if !errors.Is(err, projections.ErrRejected) || !strings.Contains(err.Error(), "WRONGTYPE") {
+		t.Fatalf("Apply onto a string key: %v, want ErrRejected with the server's WRONGTYPE", err)
+	}
+	if err := stock.Apply(t.Context(), []projections.Envelope{levels(1, "SKU-1")}); err != nil {
+		t.Fatalf("the same store, another key: %v", err)
+	}
+
+	opts, err := redis.ParseURL("redis://127.0.0.1:1/0") // nothing listens on port 1
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.MaxRetries = -1
+	down := redis.NewClient(opts)
+	t.Cleanup(func() { _ = down.Close() })
+	err = redisstore.NewInventoryStore(down, prefix+"g1:").Apply(t.Context(), []projections.Envelope{levels(3, "SKU-1")})
+	if err == nil || errors.Is(err, projections.ErrRejected) {
+		t.Fatalf("Apply with Redis unreachable: %v, want an error that is not a rejection", err)
+	}
+}
