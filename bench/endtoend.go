@@ -163,6 +163,19 @@ func EndToEnd(ctx context.Context, cfg EndToEndConfig) (string, error) {
 			float64(r.sys.visible.P99)/float64(max(r.bare.visible.P99, time.Microsecond)))
 	}
 	out.WriteString("\nThe command column is the POST (jetcqrs) or the INSERT (bare chain), for reference.\n")
+	var missed []string
+	for _, r := range runs {
+		if r.rate != 1000 {
+			continue
+		}
+		if r.sys.achieved < 0.95*float64(r.rate) {
+			missed = append(missed, fmt.Sprintf("%.0f of %d orders/s completed", r.sys.achieved, r.rate))
+		}
+		if r.sys.visible.P99 >= 50*time.Millisecond {
+			missed = append(missed, fmt.Sprintf("visible p99 %s ms", ms(r.sys.visible.P99)))
+		}
+	}
+	fmt.Fprintf(&out, "\nTarget (p99 < 50 ms at 1,000 orders/s): %s.\n", verdict(missed))
 	return out.String(), nil
 }
 

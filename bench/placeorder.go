@@ -95,6 +95,7 @@ func PlaceOrder(ctx context.Context, cfg PlaceOrderConfig) (string, error) {
 	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	_, _ = Load(ctx, "warm-up", 4, 2*time.Second, apiOp, cfg.Log)
 	_, _ = Load(ctx, "warm-up", 4, 2*time.Second, rawOp, cfg.Log)
+	var missed []string
 	for _, c := range cfg.Concurrency {
 		raw, err := Load(ctx, fmt.Sprintf("raw pgx, %d clients", c), c, cfg.Duration, rawOp, cfg.Log)
 		if err != nil {
@@ -107,7 +108,14 @@ func PlaceOrder(ctx context.Context, cfg PlaceOrderConfig) (string, error) {
 		fmt.Fprintf(&b, "| %d | %.0f | %s | %s | %.0f | %s | %s | %.2f |\n", c,
 			raw.Throughput(), ms(raw.P50), ms(raw.P99), api.Throughput(), ms(api.P50), ms(api.P99),
 			api.Throughput()/raw.Throughput())
+		if ratio := api.Throughput() / raw.Throughput(); ratio < 0.7 {
+			missed = append(missed, fmt.Sprintf("throughput ratio %.2f at %d clients", ratio, c))
+		}
+		if c == 16 && api.P99 >= 10*time.Millisecond {
+			missed = append(missed, fmt.Sprintf("API p99 %s ms at 16 clients (raw pgx: %s ms)", ms(api.P99), ms(raw.P99)))
+		}
 	}
+	fmt.Fprintf(&b, "\nTarget (API/raw ≥ 0.7; API p99 < 10 ms at 16 clients): %s.\n", verdict(missed))
 	return b.String(), nil
 }
 

@@ -133,6 +133,7 @@ func ProjectionApply(ctx context.Context, cfg ProjectionApplyConfig) (string, er
 	out.WriteString("idempotency (Lua guard, read-modify-write) from what it pays for decoding the events.\n\n")
 	out.WriteString("| read model | raw baseline | raw ev/s | raw batch p50 / p99 ms | raw incl. decoding ev/s | store ev/s | store batch p50 / p99 ms | store / raw | store / raw incl. decoding |\n")
 	out.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	var strict, fair []string
 	for _, m := range models {
 		batches := chunk(filterEvents(events, m.aggregateTypes), cfg.BatchSize)
 		raw, rawDecoding, store, err := applyBoth(ctx, m.name, cfg.Duration, batches, len(events), m, cfg.Log)
@@ -143,8 +144,17 @@ func ProjectionApply(ctx context.Context, cfg ProjectionApplyConfig) (string, er
 		fmt.Fprintf(&out, "| %s | %s | %.0f | %s / %s | %.0f | %.0f | %s / %s | %.2f | %.2f |\n", m.name, m.rawDoes,
 			raw.rate(), ms(rl.P50), ms(rl.P99), rawDecoding.rate(), store.rate(), ms(sl.P50), ms(sl.P99),
 			store.rate()/raw.rate(), store.rate()/rawDecoding.rate())
+		if strings.Contains(m.name, "Redis") {
+			if r := store.rate() / raw.rate(); r < 0.5 {
+				strict = append(strict, fmt.Sprintf("%s %.2f", m.name, r))
+			}
+			if r := store.rate() / rawDecoding.rate(); r < 0.5 {
+				fair = append(fair, fmt.Sprintf("%s %.2f", m.name, r))
+			}
+		}
 	}
-	out.WriteString("\nTarget: ≥ 0.5× raw for the Redis models.\n")
+	fmt.Fprintf(&out, "\nTarget (≥ 0.5× raw for the Redis models): against the raw side with its decoding, which does the same work\n"+
+		"as the store, %s; against the bare writes alone, %s.\n", verdict(fair), verdict(strict))
 	return out.String(), nil
 }
 

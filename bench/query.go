@@ -139,6 +139,7 @@ func QueryGetOrder(ctx context.Context, cfg QueryGetOrderConfig) (string, error)
 	warm := min(cfg.Duration, time.Second)
 	_, _ = Load(ctx, "warm-up", 4, warm, rawOp, io.Discard)
 	_, _ = Load(ctx, "warm-up", 4, warm, apiOp, io.Discard)
+	var missed []string
 	for _, c := range cfg.Concurrency {
 		raw, err := Load(ctx, fmt.Sprintf("bare handler, %d clients", c), c, cfg.Duration, rawOp, cfg.Log)
 		if err != nil {
@@ -150,7 +151,14 @@ func QueryGetOrder(ctx context.Context, cfg QueryGetOrderConfig) (string, error)
 		}
 		fmt.Fprintf(&out, "| %d | %.0f | %s | %s | %.0f | %s | %s | %.2f |\n", c, raw.Throughput(), ms(raw.P50), ms(raw.P99),
 			api.Throughput(), ms(api.P50), ms(api.P99), api.Throughput()/raw.Throughput())
+		if ratio := api.Throughput() / raw.Throughput(); ratio < 0.7 {
+			missed = append(missed, fmt.Sprintf("throughput ratio %.2f at %d clients", ratio, c))
+		}
+		if api.P99 >= 2*time.Millisecond {
+			missed = append(missed, fmt.Sprintf("p99 %s ms at %d clients (bare handler: %s ms)", ms(api.P99), c, ms(raw.P99)))
+		}
 	}
+	fmt.Fprintf(&out, "\nTarget: %s.\n", verdict(missed))
 	return out.String(), nil
 }
 

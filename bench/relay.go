@@ -77,6 +77,7 @@ func RelayDrain(ctx context.Context, cfg RelayDrainConfig) (string, error) {
 	out.WriteString("The target is relay / min(decode-only, publish-only) ≥ 0.7.\n\n")
 	out.WriteString("| events/tx | decode-only ev/s | publish-only ev/s | publish-only ack p50 / p99 ms | relay ev/s | relay ack p50 / p99 ms | relay / min(baselines) |\n")
 	out.WriteString("|---:|---:|---:|---:|---:|---:|---:|\n")
+	var missed []string
 	for _, perTx := range []int{1, 100} {
 		r, err := drainShape(ctx, cfg, dbURL, name, b, perTx)
 		if err != nil {
@@ -86,7 +87,11 @@ func RelayDrain(ctx context.Context, cfg RelayDrainConfig) (string, error) {
 		fmt.Fprintf(&out, "| %d | %.0f | %.0f | %s / %s | %.0f | %s / %s | %.2f |\n", perTx,
 			r.decode, r.publish.Throughput(), ms(r.publish.P50), ms(r.publish.P99),
 			r.relay.Throughput(), ms(r.relay.P50), ms(r.relay.P99), r.relay.Throughput()/floor)
+		if ratio := r.relay.Throughput() / floor; ratio < 0.7 {
+			missed = append(missed, fmt.Sprintf("%.2f at %d events/tx", ratio, perTx))
+		}
 	}
+	fmt.Fprintf(&out, "\nTarget (relay ≥ 0.7 × min(baselines)): %s.\n", verdict(missed))
 	return out.String(), nil
 }
 

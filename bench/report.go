@@ -136,3 +136,11 @@ func joinInts(ns []int) string {
 	}
 	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
 }
+
+// verdict reads a target: "met", or "**not met**" with what missed it.
+func verdict(missed []string) string {
+	if len(missed) == 0 {
+		return "met"
+	}
+	return "**not met**: " + strings.Join(missed, "; ")
+}
