@@ -38,6 +38,9 @@ type Components struct {
 	Relay      bool
 	Projector  bool
 	QueryAPI   bool
+	// Broker runs the embedded NATS server for processes started apart,
+	// which reach it through NATS_URL.
+	Broker bool
 }
 
 // All is what `serve` runs.
@@ -115,7 +118,10 @@ func (m *Main) open(ctx context.Context) error {
 		commandapi.New(m.store, tokens, m.tracer.Tracer("jetcqrs/commandapi"), m.logger,
 			commandapi.Config{CommandTimeout: m.cfg.CommandTimeout}).Mount(r)
 	}
-	if m.comp.Relay || m.comp.Projector || m.comp.QueryAPI {
+	if m.comp.Broker && m.cfg.NATSURL != "" {
+		return errors.New("broker runs the embedded NATS server: unset NATS_URL for it (the other processes set it)")
+	}
+	if m.comp.Relay || m.comp.Projector || m.comp.QueryAPI || m.comp.Broker {
 		if err := m.openBroker(ctx, "jetcqrs"); err != nil {
 			return err
 		}

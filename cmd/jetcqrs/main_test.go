@@ -175,3 +175,75 @@ func TestServeAnswersAndShutsDownGracefully(t *testing.T) {
 		t.Fatal("Run did not return after cancel")
 	}
 }
+
+// TestBrokerServesProcessesStartedApart runs `broker` and a relay in another
+// Main that reaches it through NATS_URL, as two processes would: the relay
+// provisions the streams on the broker's server and both are ready.
+func TestBrokerServesProcessesStartedApart(t *testing.T) {
+	base := func() *Config {
+		cfg := &Config{}
+		cmd := newRootCmd()
+		cfg.bind(cmd.Flags())
+		_ = cmd.Flags().Parse(nil)
+		cfg.HTTPAddr = "127.0.0.1:0"
+		cfg.DataDir = t.TempDir()
+		cfg.NATSPort = -1
+		return cfg
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	withURL := base()
+	withURL.NATSURL = "nats://127.0.0.1:4222"
+	if _, err := NewMain(ctx, withURL, Components{Broker: true}, logger); err == nil || !strings.Contains(err.Error(), "unset NATS_URL") {
+		t.Fatalf("broker with NATS_URL set: %v, want a refusal", err)
+	}
+
+	brokerCfg := base()
+	broker, err := NewMain(ctx, brokerCfg, Components{Broker: true}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broker.Close()
+	relayCfg := base()
+	relayCfg.NATSURL = broker.natsServer.ClientURL()
+	relayCfg.DatabaseURL = testenv.PostgresURL(t)
+	relayCfg.SlotName = "jetcqrs_test_broker"
+	relayProc, err := NewMain(ctx, relayCfg, Components{Relay: true}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relayProc.Close()
+	if relayProc.natsServer != nil {
+		t.Fatal("the relay started a NATS server of its own")
+	}
+	done := make(chan error, 2)
+	for _, m := range []*Main{broker, relayProc} {
+		go func() { done <- m.Run(ctx) }()
+	}
+	for _, m := range []*Main{broker, relayProc} {
+		resp, err := http.Get("http://" + m.Addr() + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("/readyz of %+v = %d", m.comp, resp.StatusCode)
+		}
+	}
+	if _, err := broker.js.Stream(ctx, "EVENTS"); err != nil {
+		t.Fatalf("EVENTS on the broker's server: %v", err)
+	}
+	cancel()
+	for range 2 {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("Run returned %v after shutdown", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("Run did not return after cancel")
+		}
+	}
+}
