@@ -75,8 +75,13 @@ type Config struct {
 	// OnApplied is called after each batch is applied (read-your-writes
 	// notifications). It must not block.
 	OnApplied func(projection string, events []Envelope)
-	Logger    *slog.Logger
-	Registry  prometheus.Registerer
+	// Retired, if set, is asked before a worker re-creates a consumer that
+	// went away (deleted, or lost with the server's state); when it reports
+	// true, a newer generation of the read model has replaced this one and
+	// the worker stops instead.
+	Retired  func(ctx context.Context) bool
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
 }
 
 func (c Config) withDefaults() Config {
@@ -286,15 +291,19 @@ type delivered struct {
 }
 
 func (w *worker) run(ctx context.Context) error {
-	for ctx.Err() == nil {
+	for created := false; ctx.Err() == nil; {
 		if w.consumer == nil {
+			if created && w.rt.cfg.Retired != nil && w.rt.cfg.Retired(ctx) {
+				w.log.Info("generation retired; worker stops")
+				return nil
+			}
 			c, err := w.rt.ensureConsumer(ctx, w.p, w.partition)
 			if err != nil {
 				w.log.Warn("consumer unavailable; retrying", "err", err)
 				sleep(ctx, w.rt.cfg.RetryBackoff)
 				continue
 			}
-			w.consumer = c
+			w.consumer, created = c, true
 		}
 		if err := w.fetch(ctx); err != nil && ctx.Err() == nil {
 			if errors.Is(err, jetstream.ErrPinIDMismatch) || errors.Is(err, jetstream.ErrNoHeartbeat) {
@@ -555,14 +564,41 @@ func newRuntimeMetrics(reg prometheus.Registerer) (*runtimeMetrics, error) {
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetcqrs_projection_dead_letters_total",
 			Help: "Events sent to the dead-letter stream."}, []string{"projection"}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.applied, m.lastSeq, m.lag, m.retries, m.deadLetters} {
-			if err := reg.Register(c); err != nil {
-				return nil, err
-			}
-		}
+	if reg == nil {
+		return m, nil
+	}
+	// Runtimes that share a registry (one per read-model generation) share
+	// its collectors.
+	var err error
+	if m.applied, err = register(reg, m.applied); err != nil {
+		return nil, err
+	}
+	if m.lastSeq, err = register(reg, m.lastSeq); err != nil {
+		return nil, err
+	}
+	if m.lag, err = register(reg, m.lag); err != nil {
+		return nil, err
+	}
+	if m.retries, err = register(reg, m.retries); err != nil {
+		return nil, err
+	}
+	if m.deadLetters, err = register(reg, m.deadLetters); err != nil {
+		return nil, err
 	}
 	return m, nil
+}
+
+// register registers c, or returns the collector already registered in its
+// place.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	var already prometheus.AlreadyRegisteredError
+	if errors.As(err, &already) {
+		if existing, ok := already.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, err
 }
 
 func (m *runtimeMetrics) observe(projection string, partition int, envs []Envelope, _ time.Duration) {

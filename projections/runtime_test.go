@@ -3,6 +3,7 @@ package projections_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -343,4 +344,40 @@ func TestRuntimeDeadLettersWhatTheStoreRejects(t *testing.T) {
 		t.Fatalf("applied %d, want 11", got)
 	}
 	assertInOrder(t, rec)
+}
+
+// TestRetiredGenerationStopsInsteadOfRecreating: once a newer generation of
+// the read model is live, a worker whose consumer was deleted stops rather
+// than re-creating it, and the runtime returns.
+func TestRetiredGenerationStopsInsteadOfRecreating(t *testing.T) {
+	t.Parallel()
+	js := testenv.NATS(t, 1)
+	var retired sync.Map
+	cfg := projections.Config{Partitions: 1, Logger: slog.New(slog.DiscardHandler),
+		Retired: func(context.Context) bool { _, ok := retired.Load("orders"); return ok }}
+	rec := newRecorder("a")
+	rt, err := projections.NewRuntime(js.JS, cfg, []projections.Projection{{Name: "orders", AggregateTypes: []string{"order"}, Store: rec}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(t.Context()) }()
+	publish(t, js, 5, 1)
+	waitFor(t, "5 applied", 10*time.Second, func() bool { return rec.count() == 5 })
+	retired.Store("orders", true)
+	name := rt.ConsumerName("orders", 0)
+	if err := js.JS.DeleteConsumer(t.Context(), jnats.DefaultStreamName, name); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run = %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the retired runtime did not stop")
+	}
+	if _, err := js.JS.Consumer(t.Context(), jnats.DefaultStreamName, name); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("consumer after retirement: %v, want not found", err)
+	}
 }
