@@ -31,6 +31,10 @@ type DeadLetter struct {
 // the stream (never was, or already replayed).
 var ErrNoSuchDeadLetter = errors.New("no such dead letter")
 
+// ErrNotThisProjection is returned by Replay for a dead letter of a
+// projection the runtime does not run.
+var ErrNotThisProjection = errors.New("the dead letter belongs to a projection this runtime does not run")
+
 // DeadLetters lists up to limit dead letters, oldest first, of one projection
 // ("" for all).
 func (r *Runtime) DeadLetters(ctx context.Context, projection string, limit int) ([]DeadLetter, error) {
@@ -118,7 +122,7 @@ func (r *Runtime) Replay(ctx context.Context, dlqSeq uint64) error {
 		}
 	}
 	if proj == nil {
-		return fmt.Errorf("dead letter %d names projection %q, which this process does not run", dlqSeq, dl.Projection)
+		return fmt.Errorf("dead letter %d names projection %q: %w", dlqSeq, dl.Projection, ErrNotThisProjection)
 	}
 	orig := natsgo.Header{}
 	for k, v := range raw.Header {

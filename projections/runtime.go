@@ -201,7 +201,13 @@ const maxCommitInterval = 250 * time.Millisecond
 
 // ConsumerName is the durable consumer of a projection's partition.
 func (r *Runtime) ConsumerName(projection string, partition int) string {
-	return fmt.Sprintf("proj_%s_%s_p%02d", projection, r.cfg.Generation, partition)
+	return ConsumerName(projection, r.cfg.Generation, partition)
+}
+
+// ConsumerName is the durable consumer of a partition of one generation of a
+// projection.
+func ConsumerName(projection, generation string, partition int) string {
+	return fmt.Sprintf("proj_%s_%s_p%02d", projection, generation, partition)
 }
 
 // EnsureConsumers creates or updates every durable consumer. Idempotent.
@@ -625,6 +631,8 @@ type Status struct {
 	// stream (stored at about its commit, plus the relay's latency); 0 when
 	// nothing is pending.
 	LagMS int64 `json:"lag_ms"`
+	// Rebuild is the generation being built beside this one, if any.
+	Rebuild *Status `json:"rebuild,omitempty"`
 	// DeadLetters counts this projection's events in the dead-letter stream.
 	DeadLetters uint64 `json:"dead_letters"`
 }

@@ -26,8 +26,6 @@ import (
 	"github.com/jetcqrs/jetcqrs/internal/httpx"
 	jnats "github.com/jetcqrs/jetcqrs/nats"
 	"github.com/jetcqrs/jetcqrs/postgres"
-	"github.com/jetcqrs/jetcqrs/projections"
-	blevestore "github.com/jetcqrs/jetcqrs/projections/bleve"
 	"github.com/jetcqrs/jetcqrs/queryapi"
 	"github.com/jetcqrs/jetcqrs/relay"
 )
@@ -68,11 +66,11 @@ type Main struct {
 	streamCfg jnats.StreamConfig
 	relay     *relay.Relay
 
-	redis   *redis.Client
-	ch      driver.Conn
-	models  readModels
-	bleve   *blevestore.CatalogStore
-	runtime *projections.Runtime
+	redis     *redis.Client
+	ch        driver.Conn
+	gens      *jnats.Generations
+	live      *liveModels
+	projector *projector
 
 	router   chi.Router
 	checks   map[string]func(context.Context) error
@@ -137,15 +135,21 @@ func (m *Main) open(ctx context.Context) error {
 			return errors.New("query-api alone needs ELASTICSEARCH_URL: the embedded catalog index is opened by one process, " +
 				"so without Elasticsearch run the query API and the projector together (jetcqrs serve)")
 		}
-		if err := m.openReadModels(ctx); err != nil {
+		if err := m.openClients(ctx); err != nil {
+			return err
+		}
+		if m.gens, err = jnats.EnsureGenerations(ctx, m.js); err != nil {
+			return err
+		}
+		m.live = newLiveModels()
+		if err := m.openLiveModels(ctx); err != nil {
 			return err
 		}
 	}
 	if m.comp.Projector {
-		if err := m.openProjector(); err != nil {
-			return err
-		}
+		m.projector = newProjector(m)
 		m.mountDLQ(r, tokens)
+		m.mountRebuild(r, tokens)
 	}
 	if m.comp.QueryAPI {
 		hub := queryapi.NewHub()
@@ -153,8 +157,8 @@ func (m *Main) open(ctx context.Context) error {
 			return err
 		}
 		var projStatus, relayStatus queryapi.StatusSource
-		if m.runtime != nil {
-			projStatus = statusFunc(func(ctx context.Context) (any, error) { return m.runtime.Status(ctx) })
+		if m.projector != nil {
+			projStatus = statusFunc(func(ctx context.Context) (any, error) { return m.projector.Status(ctx) })
 		}
 		if m.comp.Relay {
 			relayStatus = statusFunc(func(context.Context) (any, error) { return m.relay.Status(), nil })
@@ -246,9 +250,14 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.store != nil {
 		g.Go(func() error { return m.pruneIdempotencyKeys(ctx) })
 	}
-	if m.runtime != nil {
+	if m.live != nil && m.projector == nil { // the projector watches once it runs
+		if err := m.gens.Watch(ctx, m.onPromoted); err != nil {
+			return err
+		}
+	}
+	if m.projector != nil {
 		g.Go(func() error {
-			if err := m.runtime.Run(ctx); err != nil && ctx.Err() == nil {
+			if err := m.projector.Run(ctx); err != nil && ctx.Err() == nil {
 				return fmt.Errorf("projector: %w", err)
 			}
 			return nil

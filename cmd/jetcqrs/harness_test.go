@@ -124,6 +124,10 @@ type projectionStatus struct {
 	Pending     uint64 `json:"pending"`
 	LagMS       int64  `json:"lag_ms"`
 	DeadLetters uint64 `json:"dead_letters"`
+	Rebuild     *struct {
+		Generation string `json:"generation"`
+		Pending    uint64 `json:"pending"`
+	} `json:"rebuild"`
 }
 
 // outboxCount is how many events the write side has committed.
@@ -154,7 +158,7 @@ func (s *system) awaitCaughtUp(p *system, timeout time.Duration) []projections.S
 	var lastErr error
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		last, lastErr = p.main.runtime.Status(ctx)
+		last, lastErr = p.main.projector.Status(ctx)
 		cancel()
 		// A projector without the query API beside it runs every projection
 		// but the embedded catalog, which stays with the process serving it.
@@ -170,9 +174,9 @@ func (s *system) awaitCaughtUp(p *system, timeout time.Duration) []projections.S
 }
 
 // consumerName is the durable consumer of a projection's partition in the
-// live generation, as the runtime names it.
+// first generation, as the runtime names it.
 func consumerName(projection string, partition int) string {
-	return fmt.Sprintf("proj_%s_%s_p%02d", projection, generation, partition)
+	return projections.ConsumerName(projection, generationName(1), partition)
 }
 
 // pauseProjection pauses (until the zero time: resumes) every consumer of a
@@ -387,7 +391,7 @@ func (s *system) checkReadModelsMatchWriteSide(m *Main, catalog bool) {
 	users := map[string][]*order{}
 	for id, o := range orders {
 		users[o.UserID] = append(users[o.UserID], o)
-		got, err := m.models.orders.Order(ctx, id)
+		got, err := m.live.orders.Load().Order(ctx, id)
 		if err != nil {
 			t.Errorf("order %s: %v", id, err)
 			continue
@@ -410,7 +414,7 @@ func (s *system) checkReadModelsMatchWriteSide(m *Main, catalog bool) {
 			}
 			return list[i].ID > list[j].ID
 		})
-		got, next, err := m.models.orders.UserOrders(ctx, user, 1000, "")
+		got, next, err := m.live.orders.Load().UserOrders(ctx, user, 1000, "")
 		if err != nil || next != "" || len(got) != len(list) {
 			t.Errorf("user %s: %d orders listed (next %q, err %v), write side %d", user, len(got), next, err, len(list))
 			continue
@@ -422,7 +426,7 @@ func (s *system) checkReadModelsMatchWriteSide(m *Main, catalog bool) {
 		}
 	}
 	for sku, st := range s.writeInventory() {
-		got, err := m.models.inventory.Inventory(ctx, sku)
+		got, err := m.live.inventory.Load().Inventory(ctx, sku)
 		want := projections.InventoryView{SKU: sku, OnHand: st.OnHand, Reserved: st.Reserved, Available: st.OnHand - st.Reserved, Version: st.Version}
 		if err != nil || got != want {
 			t.Errorf("inventory %s: read model %+v (err %v), write side %+v", sku, got, err, want)
@@ -430,14 +434,14 @@ func (s *system) checkReadModelsMatchWriteSide(m *Main, catalog bool) {
 		if !catalog {
 			continue
 		}
-		p, err := m.models.catalog.Product(ctx, sku)
+		p, err := (*m.live.catalog.Load()).Product(ctx, sku)
 		if err != nil || p.Available != want.Available {
 			t.Errorf("catalog %s: available %d (err %v), write side %d", sku, p.Available, err, want.Available)
 		}
 	}
 	if catalog {
 		for sku, wp := range s.writeProducts() {
-			p, err := m.models.catalog.Product(ctx, sku)
+			p, err := (*m.live.catalog.Load()).Product(ctx, sku)
 			if err != nil || p.Name != wp.Name || p.Description != wp.Description || p.Category != wp.Category ||
 				p.PriceCents != wp.PriceCents || p.Version != wp.Version {
 				t.Errorf("catalog %s: %+v (err %v), write side %+v", sku, p, err, wp)
@@ -446,7 +450,7 @@ func (s *system) checkReadModelsMatchWriteSide(m *Main, catalog bool) {
 	}
 	from, to := time.Now().UTC().AddDate(0, 0, -2), time.Now().UTC().AddDate(0, 0, 2)
 	for _, groupBy := range []string{"day", "sku", "category"} {
-		got, err := m.models.sales.Sales(ctx, projections.SalesQuery{From: from, To: to, GroupBy: groupBy})
+		got, err := m.live.sales.Load().Sales(ctx, projections.SalesQuery{From: from, To: to, GroupBy: groupBy})
 		want := expectedSales(orders, groupBy, from, to)
 		if err != nil || !slices.Equal(got, want) {
 			t.Errorf("sales by %s: read model %+v (err %v), write side %+v", groupBy, got, err, want)

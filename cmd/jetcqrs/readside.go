@@ -5,8 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/elastic/go-elasticsearch/v8"
@@ -26,19 +31,32 @@ import (
 // projectors to query APIs, which wake their read-your-writes waiters.
 const appliedSubject = "jetcqrs.applied"
 
-// The live read-model generation: "g1" in key prefixes, table and consumer
-// names, 1 in the Elasticsearch index name.
-const (
-	generation       = "g1"
-	generationNumber = 1
-)
+// generationName names generation gen in key prefixes, directories, table
+// and consumer names: "g1", "g2", …
+func generationName(gen int) string { return "g" + strconv.Itoa(gen) }
 
-// readModels are the stores of every projection.
-type readModels struct {
-	orders    *redisstore.OrderStore
-	inventory *redisstore.InventoryStore
-	catalog   catalogStore
-	sales     *chstore.SalesStore
+// projectionSpec is a read model's place in the stream.
+type projectionSpec struct {
+	name           string
+	aggregateTypes []string
+	commitInterval time.Duration
+}
+
+var projectionSpecs = []projectionSpec{
+	{name: "orders", aggregateTypes: []string{domain.AggregateOrder}},
+	{name: "inventory", aggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory}},
+	{name: "catalog", aggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory},
+		commitInterval: projections.CatalogCommitInterval},
+	{name: "sales", aggregateTypes: []string{domain.AggregateOrder}, commitInterval: projections.SalesCommitInterval},
+}
+
+func specOf(name string) (projectionSpec, bool) {
+	for _, s := range projectionSpecs {
+		if s.name == name {
+			return s, true
+		}
+	}
+	return projectionSpec{}, false
 }
 
 // catalogStore is the catalog read model, embedded (Bleve) or Elasticsearch.
@@ -48,7 +66,28 @@ type catalogStore interface {
 	projections.VersionReader
 }
 
-func (m *Main) openReadModels(ctx context.Context) error {
+// readModel is one generation of one read model: the store its projection
+// writes and the query API reads.
+type readModel struct {
+	name       string
+	generation int
+	store      projections.Applier
+	// Exactly one of these is set, by name.
+	orders    *redisstore.OrderStore
+	inventory *redisstore.InventoryStore
+	catalog   catalogStore
+	sales     *chstore.SalesStore
+	// expose, if set, makes this generation the one that readers of the
+	// store itself see (the Elasticsearch alias), before it is promoted.
+	expose func(context.Context) error
+	// drop deletes this generation's data; close releases it.
+	drop  func(context.Context) error
+	close func()
+}
+
+// openClients connects to Redis and ClickHouse, which hold the read models
+// that are not embedded.
+func (m *Main) openClients(ctx context.Context) error {
 	ropts, err := redis.ParseURL(m.cfg.RedisURL)
 	if err != nil {
 		return fmt.Errorf("redis-url: %w", err)
@@ -58,18 +97,6 @@ func (m *Main) openReadModels(ctx context.Context) error {
 		return fmt.Errorf("redis at %s: %w (is it running? `bash scripts/services.sh` starts it)", ropts.Addr, err)
 	}
 	m.checks["redis"] = func(ctx context.Context) error { return m.redis.Ping(ctx).Err() }
-	prefix := m.cfg.RedisPrefix + generation + ":"
-	m.models.orders = redisstore.NewOrderStore(m.redis, prefix)
-	m.models.inventory = redisstore.NewInventoryStore(m.redis, prefix)
-
-	// The embedded catalog index is read where it is written: a projector
-	// without the query API beside it leaves the catalog to the process that
-	// has both, unless the catalog lives in Elasticsearch.
-	if m.comp.QueryAPI || m.cfg.ElasticsearchURL != "" {
-		if err := m.openCatalog(ctx); err != nil {
-			return err
-		}
-	}
 
 	chURL, _ := url.Parse(m.cfg.ClickHouseURL)
 	db := strings.TrimPrefix(chURL.Path, "/")
@@ -88,55 +115,245 @@ func (m *Main) openReadModels(ctx context.Context) error {
 		return fmt.Errorf("ClickHouse at %s: %w (is it running? `bash scripts/services.sh` installs and starts it)", chURL.Host, err)
 	}
 	m.checks["clickhouse"] = m.ch.Ping
-	if m.models.sales, err = chstore.NewSalesStore(m.ch, generation); err != nil {
-		return err
-	}
-	return m.models.sales.EnsureSchema(ctx)
-}
-
-func (m *Main) openCatalog(ctx context.Context) error {
-	if m.cfg.ElasticsearchURL == "" {
-		bs, err := blevestore.Open(filepath.Join(m.cfg.DataDir, "catalog", generation))
-		if err != nil {
-			return fmt.Errorf("catalog index: %w", err)
-		}
-		m.models.catalog, m.bleve = bs, bs
-		return nil
-	}
-	es, err := elasticsearch.NewClient(elasticsearch.Config{Addresses: []string{m.cfg.ElasticsearchURL}})
-	if err != nil {
-		return fmt.Errorf("elasticsearch-url: %w", err)
-	}
-	ecfg := elasticstore.DefaultConfig()
-	ecfg.Generation = generationNumber
-	store, err := elasticstore.New(es, ecfg)
-	if err != nil {
-		return err
-	}
-	if err := store.EnsureIndex(ctx); err != nil {
-		return fmt.Errorf("Elasticsearch at %s: %w", m.cfg.ElasticsearchURL, err)
-	}
-	if err := store.SwapAlias(ctx, generationNumber); err != nil {
-		return fmt.Errorf("Elasticsearch alias: %w", err)
-	}
-	m.models.catalog = store
 	return nil
 }
 
-func (m *Main) projectionsList() []projections.Projection {
-	list := []projections.Projection{
-		{Name: "orders", AggregateTypes: []string{domain.AggregateOrder}, Store: m.models.orders},
-		{Name: "inventory", AggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory}, Store: m.models.inventory},
+// servesCatalog reports whether this process keeps the catalog: the embedded
+// index is read where it is written, so a projector without the query API
+// beside it leaves the catalog to the process that has both, unless the
+// catalog lives in Elasticsearch.
+func (m *Main) servesCatalog() bool { return m.comp.QueryAPI || m.cfg.ElasticsearchURL != "" }
+
+// openReadModel opens generation gen of the named read model. fresh deletes
+// whatever that generation already holds first (what a rebuild interrupted
+// earlier left behind).
+func (m *Main) openReadModel(ctx context.Context, name string, gen int, fresh bool) (*readModel, error) {
+	g := generationName(gen)
+	rm := &readModel{name: name, generation: gen, close: func() {}}
+	switch name {
+	case "orders":
+		s := redisstore.NewOrderStore(m.redis, m.cfg.RedisPrefix+g+":")
+		rm.store, rm.orders, rm.drop = s, s, s.Drop
+	case "inventory":
+		s := redisstore.NewInventoryStore(m.redis, m.cfg.RedisPrefix+g+":")
+		rm.store, rm.inventory, rm.drop = s, s, s.Drop
+	case "sales":
+		s, err := chstore.NewSalesStore(m.ch, g)
+		if err != nil {
+			return nil, err
+		}
+		rm.store, rm.sales, rm.drop = s, s, s.Drop
+	case "catalog":
+		if m.cfg.ElasticsearchURL != "" {
+			return m.openElasticCatalog(ctx, rm, fresh)
+		}
+		dir := filepath.Join(m.cfg.DataDir, "catalog", g)
+		if fresh {
+			if err := os.RemoveAll(dir); err != nil {
+				return nil, fmt.Errorf("catalog index: %w", err)
+			}
+		}
+		s, err := blevestore.Open(dir)
+		if err != nil {
+			return nil, fmt.Errorf("catalog index: %w", err)
+		}
+		var once sync.Once
+		rm.store, rm.catalog = s, s
+		rm.close = func() { once.Do(func() { _ = s.Close() }) }
+		rm.drop = func(context.Context) error { rm.close(); return os.RemoveAll(dir) }
+		return rm, nil
+	default:
+		return nil, fmt.Errorf("no read model %q", name)
 	}
-	if m.models.catalog != nil {
-		list = append(list, projections.Projection{Name: "catalog",
-			AggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory}, Store: m.models.catalog,
-			CommitInterval: projections.CatalogCommitInterval})
-	} else {
-		m.logger.Info("catalog projection left to the process that serves queries (embedded index)")
+	if fresh {
+		if err := rm.drop(ctx); err != nil {
+			return nil, err
+		}
 	}
-	return append(list, projections.Projection{Name: "sales", AggregateTypes: []string{domain.AggregateOrder}, Store: m.models.sales,
-		CommitInterval: projections.SalesCommitInterval})
+	if rm.sales != nil {
+		if err := rm.sales.EnsureSchema(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return rm, nil
+}
+
+func (m *Main) openElasticCatalog(ctx context.Context, rm *readModel, fresh bool) (*readModel, error) {
+	es, err := elasticsearch.NewClient(elasticsearch.Config{Addresses: []string{m.cfg.ElasticsearchURL}})
+	if err != nil {
+		return nil, fmt.Errorf("elasticsearch-url: %w", err)
+	}
+	ecfg := elasticstore.DefaultConfig()
+	ecfg.Generation = rm.generation
+	s, err := elasticstore.New(es, ecfg)
+	if err != nil {
+		return nil, err
+	}
+	gen := rm.generation
+	rm.drop = func(ctx context.Context) error { return s.DropGeneration(ctx, gen) }
+	if fresh {
+		if err := rm.drop(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.EnsureIndex(ctx); err != nil {
+		return nil, fmt.Errorf("Elasticsearch at %s: %w", m.cfg.ElasticsearchURL, err)
+	}
+	rm.store, rm.catalog = s, s
+	rm.expose = func(ctx context.Context) error { return s.SwapAlias(ctx, gen) }
+	return rm, nil
+}
+
+// openLiveModels opens, at its live generation, every read model this
+// process applies or serves, and points the query readers at them.
+func (m *Main) openLiveModels(ctx context.Context) error {
+	for _, spec := range projectionSpecs {
+		if spec.name == "catalog" && !m.servesCatalog() {
+			m.logger.Info("catalog projection left to the process that serves queries (embedded index)")
+			continue
+		}
+		gen, _, err := m.gens.Live(ctx, spec.name)
+		if err != nil {
+			return err
+		}
+		rm, err := m.openReadModel(ctx, spec.name, gen, false)
+		if err != nil {
+			return err
+		}
+		if rm.expose != nil && gen == 1 {
+			// A fresh cluster: the alias is made here. Later generations
+			// are exposed by the rebuild that made them.
+			if err := rm.expose(ctx); err != nil {
+				return fmt.Errorf("Elasticsearch alias: %w", err)
+			}
+		}
+		m.live.set(rm)
+	}
+	return nil
+}
+
+// liveModels holds the live generation of each read model of this process.
+// The query readers load the store on every call, so a switch of generation
+// takes effect at once for every later read.
+type liveModels struct {
+	mu        sync.Mutex
+	models    map[string]*readModel
+	orders    atomic.Pointer[redisstore.OrderStore]
+	inventory atomic.Pointer[redisstore.InventoryStore]
+	catalog   atomic.Pointer[catalogStore]
+	sales     atomic.Pointer[chstore.SalesStore]
+}
+
+func newLiveModels() *liveModels { return &liveModels{models: map[string]*readModel{}} }
+
+// set makes rm the live generation of its model and returns the one it
+// replaces, if any.
+func (l *liveModels) set(rm *readModel) *readModel {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := l.models[rm.name]
+	l.models[rm.name] = rm
+	switch {
+	case rm.orders != nil:
+		l.orders.Store(rm.orders)
+	case rm.inventory != nil:
+		l.inventory.Store(rm.inventory)
+	case rm.catalog != nil:
+		c := rm.catalog
+		l.catalog.Store(&c)
+	case rm.sales != nil:
+		l.sales.Store(rm.sales)
+	}
+	return old
+}
+
+// get returns the live generation of the named model, nil when this process
+// has none.
+func (l *liveModels) get(name string) *readModel {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.models[name]
+}
+
+// closeAll releases every live model.
+func (l *liveModels) closeAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, rm := range l.models {
+		rm.close()
+	}
+}
+
+// The query readers: each call goes to the live generation.
+type (
+	liveOrders    struct{ l *liveModels }
+	liveInventory struct{ l *liveModels }
+	liveCatalog   struct{ l *liveModels }
+	liveSales     struct{ l *liveModels }
+)
+
+var (
+	_ projections.OrderReader     = liveOrders{}
+	_ projections.VersionReader   = liveOrders{}
+	_ projections.InventoryReader = liveInventory{}
+	_ projections.VersionReader   = liveInventory{}
+	_ projections.CatalogReader   = liveCatalog{}
+	_ projections.VersionReader   = liveCatalog{}
+	_ projections.SalesReader     = liveSales{}
+)
+
+func (o liveOrders) Order(ctx context.Context, id string) (projections.OrderView, error) {
+	return o.l.orders.Load().Order(ctx, id)
+}
+
+func (o liveOrders) OrderJSON(ctx context.Context, id string) (string, []byte, error) {
+	return o.l.orders.Load().OrderJSON(ctx, id)
+}
+
+func (o liveOrders) UserOrders(ctx context.Context, userID string, limit int, cursor string) ([]projections.OrderListEntry, string, error) {
+	return o.l.orders.Load().UserOrders(ctx, userID, limit, cursor)
+}
+
+func (o liveOrders) AppliedVersion(ctx context.Context, aggregateType, aggregateID string) (int64, error) {
+	return o.l.orders.Load().AppliedVersion(ctx, aggregateType, aggregateID)
+}
+
+func (i liveInventory) Inventory(ctx context.Context, sku string) (projections.InventoryView, error) {
+	return i.l.inventory.Load().Inventory(ctx, sku)
+}
+
+func (i liveInventory) AppliedVersion(ctx context.Context, aggregateType, aggregateID string) (int64, error) {
+	return i.l.inventory.Load().AppliedVersion(ctx, aggregateType, aggregateID)
+}
+
+func (c liveCatalog) Product(ctx context.Context, sku string) (projections.ProductView, error) {
+	return (*c.l.catalog.Load()).Product(ctx, sku)
+}
+
+func (c liveCatalog) Search(ctx context.Context, q projections.SearchQuery) (projections.SearchResult, error) {
+	return (*c.l.catalog.Load()).Search(ctx, q)
+}
+
+func (c liveCatalog) AppliedVersion(ctx context.Context, aggregateType, aggregateID string) (int64, error) {
+	return (*c.l.catalog.Load()).AppliedVersion(ctx, aggregateType, aggregateID)
+}
+
+func (s liveSales) Sales(ctx context.Context, q projections.SalesQuery) ([]projections.SalesRow, error) {
+	return s.l.sales.Load().Sales(ctx, q)
+}
+
+func (m *Main) queryReaders() queryapi.Readers {
+	orders, inventory, catalog := liveOrders{m.live}, liveInventory{m.live}, liveCatalog{m.live}
+	return queryapi.Readers{
+		Orders: orders, Inventory: inventory, Catalog: catalog, Sales: liveSales{m.live},
+		Versions: map[string]map[string]projections.VersionReader{
+			queryapi.ModelOrders:    {domain.AggregateOrder: orders},
+			queryapi.ModelInventory: {domain.AggregateInventory: inventory},
+			queryapi.ModelCatalog:   {domain.AggregateProduct: catalog, domain.AggregateInventory: catalog},
+			// Sales rows carry no aggregate versions: a token there is refused.
+			queryapi.ModelSales: {},
+		},
+	}
 }
 
 // appliedNotice is the body of an appliedSubject message.
@@ -144,25 +361,15 @@ type appliedNotice struct {
 	Keys [][2]string `json:"keys"` // [aggregate type, aggregate id]
 }
 
-func (m *Main) openProjector() error {
-	nc := m.nc
-	rt, err := projections.NewRuntime(m.js, projections.Config{
-		Partitions: m.cfg.Partitions,
-		Generation: generation,
-		Logger:     m.logger,
-		Registry:   m.registry,
-		OnApplied: func(_ string, events []projections.Envelope) {
-			n := appliedNotice{Keys: make([][2]string, len(events))}
-			for i, e := range events {
-				n.Keys[i] = [2]string{e.AggregateType, e.AggregateID}
-			}
-			if body, err := json.Marshal(n); err == nil {
-				_ = nc.Publish(appliedSubject, body)
-			}
-		},
-	}, m.projectionsList())
-	m.runtime = rt
-	return err
+// publishApplied tells the query APIs what a batch applied.
+func (m *Main) publishApplied(_ string, events []projections.Envelope) {
+	n := appliedNotice{Keys: make([][2]string, len(events))}
+	for i, e := range events {
+		n.Keys[i] = [2]string{e.AggregateType, e.AggregateID}
+	}
+	if body, err := json.Marshal(n); err == nil {
+		_ = m.nc.Publish(appliedSubject, body)
+	}
 }
 
 // subscribeApplied feeds applied notices into the query API's hub.
@@ -179,22 +386,9 @@ func (m *Main) subscribeApplied(hub *queryapi.Hub) error {
 	return err
 }
 
-func (m *Main) queryReaders() queryapi.Readers {
-	return queryapi.Readers{
-		Orders: m.models.orders, Inventory: m.models.inventory, Catalog: m.models.catalog, Sales: m.models.sales,
-		Versions: map[string]map[string]projections.VersionReader{
-			queryapi.ModelOrders:    {domain.AggregateOrder: m.models.orders},
-			queryapi.ModelInventory: {domain.AggregateInventory: m.models.inventory},
-			queryapi.ModelCatalog:   {domain.AggregateProduct: m.models.catalog, domain.AggregateInventory: m.models.catalog},
-			// Sales rows carry no aggregate versions: a token there is refused.
-			queryapi.ModelSales: {},
-		},
-	}
-}
-
 func (m *Main) closeReadModels() {
-	if m.bleve != nil {
-		_ = m.bleve.Close()
+	if m.live != nil {
+		m.live.closeAll()
 	}
 	if m.ch != nil {
 		_ = m.ch.Close()

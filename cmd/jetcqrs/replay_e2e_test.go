@@ -59,7 +59,7 @@ func TestReplayingTheWholeStreamChangesNoReadModel(t *testing.T) {
 	before := s.snapshotReadSide(admin, skus)
 	orders := 0
 	for k := range before.redis {
-		if strings.HasPrefix(k, s.cfg.RedisPrefix+generation+":order:") {
+		if strings.HasPrefix(k, s.cfg.RedisPrefix+"g1:order:") {
 			orders++
 		}
 	}
