@@ -631,10 +631,10 @@ type Status struct {
 	// stream (stored at about its commit, plus the relay's latency); 0 when
 	// nothing is pending.
 	LagMS int64 `json:"lag_ms"`
-	// Rebuild is the generation being built beside this one, if any.
-	Rebuild *Status `json:"rebuild,omitempty"`
 	// DeadLetters counts this projection's events in the dead-letter stream.
 	DeadLetters uint64 `json:"dead_letters"`
+	// Rebuild is the generation being built beside this one, if any.
+	Rebuild *Status `json:"rebuild,omitempty"`
 }
 
 // Status reports every projection, from its consumers and the dead-letter
