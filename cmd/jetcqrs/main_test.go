@@ -166,13 +166,22 @@ func TestServeAnswersAndShutsDownGracefully(t *testing.T) {
 		t.Fatalf("unauthenticated command = %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run returned %v after shutdown", err)
+	awaitReturns(t, done, 1)
+}
+
+// awaitReturns waits for n Run calls to return nil on done after their
+// context was cancelled.
+func awaitReturns(t *testing.T, done <-chan error, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("Run returned %v after shutdown", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("Run did not return after cancel")
 		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("Run did not return after cancel")
 	}
 }
 
@@ -236,14 +245,5 @@ func TestBrokerServesProcessesStartedApart(t *testing.T) {
 		t.Fatalf("EVENTS on the broker's server: %v", err)
 	}
 	cancel()
-	for range 2 {
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("Run returned %v after shutdown", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("Run did not return after cancel")
-		}
-	}
+	awaitReturns(t, done, 2)
 }

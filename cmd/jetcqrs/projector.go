@@ -118,19 +118,12 @@ func (p *projector) Run(ctx context.Context) error {
 		p.running[spec.name] = rg
 	}
 	p.mu.Unlock()
-	if err := p.m.gens.Watch(ctx, p.m.onPromoted); err != nil {
-		p.mu.Lock()
-		for _, rg := range p.running {
-			rg.cancel()
+	err := p.m.gens.Watch(ctx, p.m.onPromoted)
+	if err == nil {
+		select {
+		case <-ctx.Done():
+		case err = <-p.errs:
 		}
-		p.mu.Unlock()
-		p.wg.Wait()
-		return err
-	}
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-p.errs:
 	}
 	p.mu.Lock()
 	for _, rg := range p.running {
