@@ -501,16 +501,19 @@ type redisServer struct {
 	t    *testing.T
 	port int
 	dir  string
-	mu   sync.Mutex
-	cmd  *exec.Cmd
+	// volatile keeps nothing on disk (as this machine's Redis runs): a
+	// restart loses every key.
+	volatile bool
+	mu       sync.Mutex
+	cmd      *exec.Cmd
 }
 
-func startRedisServer(t *testing.T) *redisServer {
+func startRedisServer(t *testing.T, volatile bool) *redisServer {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal("redis-server is not installed: `bash scripts/services.sh` installs it")
 	}
-	r := &redisServer{t: t, port: freePort(t), dir: t.TempDir()}
+	r := &redisServer{t: t, port: freePort(t), dir: t.TempDir(), volatile: volatile}
 	r.start()
 	t.Cleanup(r.kill)
 	return r
@@ -521,8 +524,12 @@ func (r *redisServer) url() string { return "redis://127.0.0.1:" + strconv.Itoa(
 // start runs redis-server and waits until it answers PING.
 func (r *redisServer) start() {
 	r.t.Helper()
+	aof := "yes"
+	if r.volatile {
+		aof = "no"
+	}
 	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir, "--daemonize", "no")
+		"--save", "", "--appendonly", aof, "--appendfsync", "always", "--dir", r.dir, "--daemonize", "no")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

@@ -27,7 +27,7 @@ func outage(w *workload, d time.Duration) {
 // its append-only file, as production runs it: the projector retries the
 // batches in hand and every read model converges to the write side.
 func TestRedisOutageConverges(t *testing.T) {
-	rs := startRedisServer(t)
+	rs := startRedisServer(t, false)
 	cfg := testConfig(t)
 	cfg.RedisURL = rs.url()
 	s := startSystem(t, cfg, All)
@@ -49,6 +49,48 @@ func TestRedisOutageConverges(t *testing.T) {
 		t.Errorf("no batch was retried: the outage did not reach the projector")
 	}
 	t.Logf("%d commands, %v batches retried", commands, retries)
+}
+
+// TestRedisLosingItsDataIsRebuilt restarts the read models' Redis without
+// persistence (as this machine runs it), so every key is gone while the
+// stream's consumers keep their progress: the projector notices that the
+// order and inventory models lost their data, rebuilds them from the stream
+// into a new generation, and they converge to the write side.
+func TestRedisLosingItsDataIsRebuilt(t *testing.T) {
+	rs := startRedisServer(t, true)
+	cfg := testConfig(t)
+	cfg.RedisURL = rs.url()
+	s := startSystem(t, cfg, All)
+	admin := s.token("ops", domain.RoleAdmin)
+	skus := s.seedCatalog(admin, "RL", 6, 100_000)
+	w := s.startWorkload(admin, skus, 3, 0)
+	w.waitFor(100)
+	rs.kill()
+	outage(w, time.Second)
+	rs.start()
+	w.waitFor(w.count.Load() + 100)
+	w.stop()
+
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var st []projectionStatus
+		s.do(http.MethodGet, "/v1/admin/projections", admin, nil, nil, &st)
+		gens := map[string]string{}
+		for _, p := range st {
+			if p.Rebuild == nil {
+				gens[p.Name] = p.Generation
+			}
+		}
+		if gens["orders"] == "g2" && gens["inventory"] == "g2" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("orders and inventory not rebuilt within a minute of losing their data: %+v", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.awaitLive(admin, time.Minute)
+	s.checkReadModelsMatchWriteSide(s.main, true)
 }
 
 // TestClickHouseOutageConverges puts a TCP proxy between the system and
@@ -100,7 +142,7 @@ func TestClickHouseOutageConverges(t *testing.T) {
 // Every order placed must reach the read model, including those the first
 // process held when it stopped.
 func TestProjectorStoppedWithEventsInHandLosesNothing(t *testing.T) {
-	rs := startRedisServer(t)
+	rs := startRedisServer(t, false)
 	cfg := testConfig(t)
 	cfg.RedisURL = rs.url()
 	writer := startSystem(t, cfg, Components{CommandAPI: true, Relay: true})

@@ -120,6 +120,7 @@ func (p *projector) Run(ctx context.Context) error {
 	p.mu.Unlock()
 	err := p.m.gens.Watch(ctx, p.m.onPromoted)
 	if err == nil {
+		p.wg.Go(func() { p.watchForLostData(ctx) })
 		select {
 		case <-ctx.Done():
 		case err = <-p.errs:
@@ -132,6 +133,47 @@ func (p *projector) Run(ctx context.Context) error {
 	p.mu.Unlock()
 	p.wg.Wait()
 	return err
+}
+
+// lostDataCheck is how often the projector checks that no store lost its data.
+const lostDataCheck = 5 * time.Second
+
+// watchForLostData rebuilds a live read model whose store lost its data
+// while its consumers kept their progress (Redis restarted without
+// persistence, or flushed): events already acknowledged are not delivered
+// again, so only a rebuild from the stream brings them back. (A generation
+// is marked when it is created: see markNew.)
+func (p *projector) watchForLostData(ctx context.Context) {
+	t := time.NewTicker(lostDataCheck)
+	defer t.Stop()
+	for {
+		for _, spec := range projectionSpecs {
+			p.checkLostData(ctx, spec.name)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (p *projector) checkLostData(ctx context.Context, name string) {
+	p.mu.Lock()
+	rg, rebuilding := p.running[name], p.rebuilds[name] != nil
+	p.mu.Unlock()
+	if rg == nil || rg.model.marked == nil || rebuilding {
+		return
+	}
+	ok, err := rg.model.marked(ctx)
+	if err != nil || ok {
+		return // unreachable now (the workers retry), or intact
+	}
+	p.m.logger.Warn("read model lost its data (its store restarted without persistence, or was flushed); rebuilding it",
+		"projection", name, "generation", rg.model.generation)
+	if _, err := p.Rebuild(ctx, name); err != nil && !errors.Is(err, errRebuildUnderWay) {
+		p.m.logger.Error("rebuild after data loss", "projection", name, "err", err)
+	}
 }
 
 // Rebuild starts building the next generation of the named read model from
@@ -347,6 +389,30 @@ func (p *projector) retire(old, rm *readModel) {
 			p.mu.Unlock()
 		}
 	}()
+}
+
+// markNew marks rm, at the start of a projector process, if its generation
+// was never marked and none of its consumers has applied anything: a new
+// deployment. Otherwise the marker stays missing and watchForLostData
+// rebuilds the model (its data was lost while the process was down, or it
+// was written by a build that did not mark its models).
+func (m *Main) markNew(ctx context.Context, rm *readModel) error {
+	if ok, err := rm.marked(ctx); err != nil || ok {
+		return err
+	}
+	for part := 0; part < m.cfg.Partitions; part++ {
+		c, err := m.js.Consumer(ctx, jnats.DefaultStreamName, projections.ConsumerName(rm.name, generationName(rm.generation), part))
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if c.CachedInfo().AckFloor.Stream > 0 {
+			return nil
+		}
+	}
+	return rm.mark(ctx)
 }
 
 // deleteConsumers deletes the consumers of generation gen of a projection.

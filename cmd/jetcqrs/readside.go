@@ -83,6 +83,12 @@ type readModel struct {
 	// drop deletes this generation's data; close releases it.
 	drop  func(context.Context) error
 	close func()
+	// mark and marked, for stores that can lose their data while the
+	// stream's consumers keep their progress (Redis without persistence),
+	// record that the generation was created and tell whether that record
+	// is still there. nil for the others.
+	mark   func(context.Context) error
+	marked func(context.Context) (bool, error)
 }
 
 // openClients connects to Redis and ClickHouse, which hold the read models
@@ -133,10 +139,10 @@ func (m *Main) openReadModel(ctx context.Context, name string, gen int, fresh bo
 	switch name {
 	case "orders":
 		s := redisstore.NewOrderStore(m.redis, m.cfg.RedisPrefix+g+":")
-		rm.store, rm.orders, rm.drop = s, s, s.Drop
+		rm.store, rm.orders, rm.drop, rm.mark, rm.marked = s, s, s.Drop, s.Mark, s.Marked
 	case "inventory":
 		s := redisstore.NewInventoryStore(m.redis, m.cfg.RedisPrefix+g+":")
-		rm.store, rm.inventory, rm.drop = s, s, s.Drop
+		rm.store, rm.inventory, rm.drop, rm.mark, rm.marked = s, s, s.Drop, s.Mark, s.Marked
 	case "sales":
 		s, err := chstore.NewSalesStore(m.ch, g)
 		if err != nil {
@@ -168,6 +174,11 @@ func (m *Main) openReadModel(ctx context.Context, name string, gen int, fresh bo
 	if fresh {
 		if err := rm.drop(ctx); err != nil {
 			return nil, err
+		}
+		if rm.mark != nil {
+			if err := rm.mark(ctx); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if rm.sales != nil {
@@ -219,6 +230,11 @@ func (m *Main) openLiveModels(ctx context.Context) error {
 		rm, err := m.openReadModel(ctx, spec.name, gen, false)
 		if err != nil {
 			return err
+		}
+		if m.comp.Projector && rm.marked != nil {
+			if err := m.markNew(ctx, rm); err != nil {
+				return err
+			}
 		}
 		if rm.expose != nil && gen == 1 {
 			// A fresh cluster: the alias is made here. Later generations

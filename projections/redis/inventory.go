@@ -138,9 +138,20 @@ func (s *InventoryStore) AppliedVersion(ctx context.Context, aggregateType, aggr
 	return hashVersion(ctx, s.client, s.inventoryKey(aggregateID))
 }
 
+// Mark records that this generation of the model exists (see Marked).
+func (s *InventoryStore) Mark(ctx context.Context) error {
+	return mark(ctx, s.client, markerKey(s.prefix, "inventory"))
+}
+
+// Marked reports whether Mark's record is there: false for a generation never
+// marked, or one whose data Redis lost.
+func (s *InventoryStore) Marked(ctx context.Context) (bool, error) {
+	return marked(ctx, s.client, markerKey(s.prefix, "inventory"))
+}
+
 // Drop deletes every key of this generation of the model.
 func (s *InventoryStore) Drop(ctx context.Context) error {
-	if err := dropKeys(ctx, s.client, globEscape(s.prefix)+"inventory:*"); err != nil {
+	if err := dropKeys(ctx, s.client, globEscape(s.prefix)+"inventory:*", globEscape(markerKey(s.prefix, "inventory"))); err != nil {
 		return fmt.Errorf("redisstore: drop inventory %s: %w", s.prefix, err)
 	}
 	return nil

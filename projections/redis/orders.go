@@ -252,10 +252,21 @@ func (s *OrderStore) AppliedVersion(ctx context.Context, aggregateType, aggregat
 	return hashVersion(ctx, s.client, s.orderKey(aggregateID))
 }
 
+// Mark records that this generation of the model exists (see Marked).
+func (s *OrderStore) Mark(ctx context.Context) error {
+	return mark(ctx, s.client, markerKey(s.prefix, "orders"))
+}
+
+// Marked reports whether Mark's record is there: false for a generation never
+// marked, or one whose data Redis lost.
+func (s *OrderStore) Marked(ctx context.Context) (bool, error) {
+	return marked(ctx, s.client, markerKey(s.prefix, "orders"))
+}
+
 // Drop deletes every key of this generation of the model.
 func (s *OrderStore) Drop(ctx context.Context) error {
 	p := globEscape(s.prefix)
-	if err := dropKeys(ctx, s.client, p+"order:*", p+"user:*"); err != nil {
+	if err := dropKeys(ctx, s.client, p+"order:*", p+"user:*", globEscape(markerKey(s.prefix, "orders"))); err != nil {
 		return fmt.Errorf("redisstore: drop orders %s: %w", s.prefix, err)
 	}
 	return nil

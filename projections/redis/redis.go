@@ -233,3 +233,24 @@ func dropKeys(ctx context.Context, client redis.UniversalClient, patterns ...str
 func globEscape(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `*`, `\*`, `?`, `\?`, `[`, `\[`, `]`, `\]`).Replace(s)
 }
+
+// markerKey is the key, under a generation's prefix, that records that the
+// generation of a model was created: when a model's keys vanish with their
+// marker (a restart without persistence, a FLUSHALL), the projector can tell
+// the loss from a model that was never written.
+func markerKey(prefix, model string) string { return prefix + "meta:" + model + ":created" }
+
+func mark(ctx context.Context, client redis.UniversalClient, key string) error {
+	if err := client.Set(ctx, key, "1", 0).Err(); err != nil {
+		return fmt.Errorf("redisstore: mark %s: %w", key, err)
+	}
+	return nil
+}
+
+func marked(ctx context.Context, client redis.UniversalClient, key string) (bool, error) {
+	n, err := client.Exists(ctx, key).Result()
+	if err != nil {
+		return false, fmt.Errorf("redisstore: %s: %w", key, err)
+	}
+	return n == 1, nil
+}

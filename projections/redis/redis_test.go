@@ -437,3 +437,41 @@ func TestApplyReportsRefusedWritesAsRejected(t *testing.T) {
 		t.Fatalf("Apply with Redis unreachable: %v, want an error that is not a rejection", err)
 	}
 }
+
+// The marker tells a generation that lost its keys from one never written:
+// it is there once marked, through any Apply, and goes with Drop or with
+// everything else when Redis loses its data.
+func TestMarkerRecordsThatAGenerationExists(t *testing.T) {
+	client, prefix := newClient(t)
+	orders := redisstore.NewOrderStore(client, prefix+"g1:")
+	stock := redisstore.NewInventoryStore(client, prefix+"g1:")
+	type markable interface {
+		projections.Applier
+		Mark(context.Context) error
+		Marked(context.Context) (bool, error)
+		Drop(context.Context) error
+	}
+	for name, s := range map[string]markable{"orders": orders, "inventory": stock} {
+		if ok, err := s.Marked(t.Context()); err != nil || ok {
+			t.Fatalf("%s: Marked before Mark = %v, %v", name, ok, err)
+		}
+		if err := s.Mark(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Apply(t.Context(), history(t)); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := s.Marked(t.Context()); err != nil || !ok {
+			t.Fatalf("%s: Marked after Mark and Apply = %v, %v", name, ok, err)
+		}
+		if err := s.Drop(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := s.Marked(t.Context()); err != nil || ok {
+			t.Fatalf("%s: Marked after Drop = %v, %v", name, ok, err)
+		}
+	}
+	if keys := dumpKeys(t, client, prefix+"g1:"); len(keys) != 0 {
+		t.Errorf("keys after Drop: %v", slices.Sorted(maps.Keys(keys)))
+	}
+}
