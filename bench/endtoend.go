@@ -231,10 +231,11 @@ func systemRun(ctx context.Context, cfg EndToEndConfig, rate int, dbURL string, 
 		},
 	}, []projections.Projection{
 		{Name: "orders", AggregateTypes: []string{domain.AggregateOrder}, Store: orders},
-		{Name: "inventory", AggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory}, Store: inventory},
+		{Name: "inventory", AggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory},
+			EventTypes: redisstore.InventoryEventTypes, Store: inventory},
 		{Name: "catalog", AggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory}, Store: catalog,
 			CommitInterval: projections.CatalogCommitInterval},
-		{Name: "sales", AggregateTypes: []string{domain.AggregateOrder}, Store: sales,
+		{Name: "sales", AggregateTypes: []string{domain.AggregateOrder}, EventTypes: chstore.EventTypes, Store: sales,
 			CommitInterval: projections.SalesCommitInterval},
 	})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -53,6 +54,7 @@ type applySide struct {
 type applyModel struct {
 	name           string
 	aggregateTypes []string
+	eventTypes     []string // nil: all of aggregateTypes
 	store          projections.Applier
 	raw            applySide
 	rawDoes        string // what the raw baseline does, for the report
@@ -135,7 +137,7 @@ func ProjectionApply(ctx context.Context, cfg ProjectionApplyConfig) (string, er
 	out.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	var strict, fair []string
 	for _, m := range models {
-		batches := chunk(filterEvents(events, m.aggregateTypes), cfg.BatchSize)
+		batches := chunk(filterEvents(events, m.aggregateTypes, m.eventTypes...), cfg.BatchSize)
 		raw, rawDecoding, store, err := applyBoth(ctx, m.name, cfg.Duration, batches, len(events), m, cfg.Log)
 		if err != nil {
 			return "", fmt.Errorf("%s: %w", m.name, err)
@@ -296,8 +298,9 @@ func redisInventoryModel(rdb *redis.Client, prefix string) applyModel {
 	}
 	return applyModel{
 		name: "inventory (Redis)", aggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory},
-		store:   (redisstore.NewInventoryStore(rdb, storePrefix)),
-		rawDoes: "pipelined HSET, no Lua guard",
+		eventTypes: redisstore.InventoryEventTypes,
+		store:      (redisstore.NewInventoryStore(rdb, storePrefix)),
+		rawDoes:    "pipelined HSET, no Lua guard",
 		raw: applySide{
 			prepare: func(batch []projections.Envelope) (any, error) {
 				var ws []write
@@ -414,7 +417,7 @@ const salesColumns = " (order_id, line_no, sku, category, day, placed_at, placed
 
 func clickHouseSalesModel(store *chstore.SalesStore, ch driver.Conn, rawTable string) applyModel {
 	return applyModel{
-		name: "sales (ClickHouse)", aggregateTypes: []string{domain.AggregateOrder},
+		name: "sales (ClickHouse)", aggregateTypes: []string{domain.AggregateOrder}, eventTypes: chstore.EventTypes,
 		store:   (store),
 		rawDoes: "one native batch INSERT of the same rows",
 		raw: applySide{
@@ -602,13 +605,13 @@ func eventMix(n, skus int, seed uint64) []projections.Envelope {
 	return out
 }
 
-func filterEvents(events []projections.Envelope, aggregateTypes []string) []projections.Envelope {
+// filterEvents keeps the events a projection's consumers deliver: those of
+// aggregateTypes, and of eventTypes when any are given.
+func filterEvents(events []projections.Envelope, aggregateTypes []string, eventTypes ...string) []projections.Envelope {
 	var out []projections.Envelope
 	for _, e := range events {
-		for _, t := range aggregateTypes {
-			if e.AggregateType == t {
-				out = append(out, e)
-			}
+		if slices.Contains(aggregateTypes, e.AggregateType) && (len(eventTypes) == 0 || slices.Contains(eventTypes, e.EventType)) {
+			out = append(out, e)
 		}
 	}
 	return out

@@ -34,6 +34,22 @@ var EventTypes = []string{
 	EventOrderPlaced, EventOrderPaid, EventOrderShipped, EventOrderDelivered, EventOrderCancelled,
 }
 
+// eventAggregates maps each event type to the aggregate type that emits it.
+var eventAggregates = map[string]string{
+	EventProductCreated: AggregateProduct, EventProductUpdated: AggregateProduct,
+	EventInventoryAdjusted: AggregateInventory, EventInventoryReserved: AggregateInventory,
+	EventInventoryReleased: AggregateInventory, EventInventoryShipped: AggregateInventory,
+	EventOrderPlaced: AggregateOrder, EventOrderPaid: AggregateOrder, EventOrderShipped: AggregateOrder,
+	EventOrderDelivered: AggregateOrder, EventOrderCancelled: AggregateOrder,
+}
+
+// AggregateOf returns the aggregate type whose events include eventType;
+// false for an unknown event type.
+func AggregateOf(eventType string) (string, bool) {
+	a, ok := eventAggregates[eventType]
+	return a, ok
+}
+
 // Event is a domain event as the aggregate emits it. The store gives it an id
 // and writes it to the outbox in the same transaction as the state change.
 type Event struct {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/jetcqrs/jetcqrs/domain"
 	jnats "github.com/jetcqrs/jetcqrs/nats"
 )
 
@@ -35,6 +37,10 @@ type Projection struct {
 	Name string
 	// AggregateTypes are the aggregate types whose events it consumes.
 	AggregateTypes []string
+	// EventTypes, when set, narrows the consumers to these event types (of
+	// AggregateTypes): the server delivers nothing else. Empty: every event
+	// of AggregateTypes.
+	EventTypes []string
 	// Store applies batches.
 	Store Applier
 	// CommitInterval, when positive, combines the batches the partitions
@@ -175,6 +181,11 @@ func NewRuntime(js jetstream.JetStream, cfg Config, projections []Projection) (*
 		if !validName(p.Name) || seen[p.Name] || len(p.AggregateTypes) == 0 || p.Store == nil {
 			return nil, fmt.Errorf("projections: projection %q needs a unique name, aggregate types and a store", p.Name)
 		}
+		for _, et := range p.EventTypes {
+			if agg, ok := domain.AggregateOf(et); !ok || !slices.Contains(p.AggregateTypes, agg) {
+				return nil, fmt.Errorf("projections: projection %q: event type %q is not one of its aggregate types' %v", p.Name, et, p.AggregateTypes)
+			}
+		}
 		if p.CommitInterval < 0 || p.CommitInterval > maxCommitInterval {
 			return nil, fmt.Errorf("projections: projection %q: CommitInterval %s out of range 0-%s", p.Name, p.CommitInterval, maxCommitInterval)
 		}
@@ -226,7 +237,7 @@ func (r *Runtime) ensureConsumer(ctx context.Context, p Projection, partition in
 	cc := jetstream.ConsumerConfig{
 		Durable:        r.ConsumerName(p.Name, partition),
 		Description:    fmt.Sprintf("projection %s, partition %d", p.Name, partition),
-		FilterSubjects: jnats.PartitionFilters(partition, p.AggregateTypes...),
+		FilterSubjects: p.filters(partition),
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        r.cfg.AckWait,
@@ -241,6 +252,20 @@ func (r *Runtime) ensureConsumer(ctx context.Context, p Projection, partition in
 		return nil, fmt.Errorf("projections: consumer %s: %w", cc.Durable, err)
 	}
 	return c, nil
+}
+
+// filters are the subjects of a partition's consumer: one per event type
+// when EventTypes narrows it, else one per aggregate type.
+func (p Projection) filters(partition int) []string {
+	if len(p.EventTypes) == 0 {
+		return jnats.PartitionFilters(partition, p.AggregateTypes...)
+	}
+	out := make([]string, len(p.EventTypes))
+	for i, et := range p.EventTypes {
+		agg, _ := domain.AggregateOf(et)
+		out[i] = jnats.Subject(agg, partition, et)
+	}
+	return out
 }
 
 // Run starts every worker and returns when ctx ends and they have drained

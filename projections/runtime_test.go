@@ -70,6 +70,12 @@ func (r *recorder) count() int {
 
 func publish(t *testing.T, js *testenv.JetStream, n, aggregates int) {
 	t.Helper()
+	publishTyped(t, js, n, aggregates, "OrderPaid")
+}
+
+// publishTyped publishes n order events of eventType over aggregates orders.
+func publishTyped(t *testing.T, js *testenv.JetStream, n, aggregates int, eventType string) {
+	t.Helper()
 	pub, err := jnats.NewPublisher(js.JS, jnats.PublisherConfig{Partitions: js.Stream.Partitions}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +86,7 @@ func publish(t *testing.T, js *testenv.JetStream, n, aggregates int) {
 		agg := fmt.Sprintf("order-%03d", i%aggregates)
 		versions[agg]++
 		events[i] = jnats.Event{ID: uuid.NewString(), AggregateType: "order", AggregateID: agg,
-			AggregateVersion: versions[agg], EventType: "OrderPaid", SchemaVersion: 1,
+			AggregateVersion: versions[agg], EventType: eventType, SchemaVersion: 1,
 			OccurredAt: time.Now().UTC(), Payload: json.RawMessage(`{"n":` + fmt.Sprint(i) + `}`)}
 	}
 	if acked, err := pub.PublishBatch(context.Background(), events); err != nil || acked != n {
@@ -379,5 +385,49 @@ func TestRetiredGenerationStopsInsteadOfRecreating(t *testing.T) {
 	}
 	if _, err := js.JS.Consumer(t.Context(), jnats.DefaultStreamName, name); !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		t.Fatalf("consumer after retirement: %v, want not found", err)
+	}
+}
+
+// TestEventTypesNarrowWhatTheServerDelivers: a projection that reads only
+// some event types gets only those, and one naming an event type of another
+// aggregate is refused.
+func TestEventTypesNarrowWhatTheServerDelivers(t *testing.T) {
+	t.Parallel()
+	js := testenv.NATS(t, 2)
+	if _, err := projections.NewRuntime(js.JS, projections.Config{Partitions: 2}, []projections.Projection{{Name: "sales",
+		AggregateTypes: []string{"order"}, EventTypes: []string{"InventoryReserved"}, Store: newRecorder("a")}}); err == nil {
+		t.Fatal("NewRuntime accepted an inventory event type for an order projection")
+	}
+	rec := newRecorder("a")
+	cfg := projections.Config{Partitions: 2, Logger: slog.New(slog.DiscardHandler)}
+	// Consumers made by an earlier build, with a filter per aggregate type,
+	// are narrowed in place.
+	broad, err := projections.NewRuntime(js.JS, cfg, []projections.Projection{{Name: "sales", AggregateTypes: []string{"order"}, Store: rec}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := broad.EnsureConsumers(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := projections.NewRuntime(js.JS, cfg, []projections.Projection{{Name: "sales", AggregateTypes: []string{"order"},
+		EventTypes: []string{"OrderPlaced", "OrderCancelled"}, Store: rec}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = rt.Run(t.Context()) }()
+	publishTyped(t, js, 20, 5, "OrderPaid")
+	publishTyped(t, js, 7, 5, "OrderPlaced")
+	publishTyped(t, js, 3, 5, "OrderCancelled")
+	waitFor(t, "10 events applied", 10*time.Second, func() bool { return rec.count() >= 10 })
+	time.Sleep(200 * time.Millisecond)
+	if got := rec.count(); got != 10 {
+		t.Fatalf("applied %d events, want the 10 placed and cancelled ones", got)
+	}
+	c, err := js.JS.Consumer(t.Context(), jnats.DefaultStreamName, rt.ConsumerName("sales", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.CachedInfo().Config.FilterSubjects; !slices.Equal(got, []string{"events.order.1.OrderPlaced", "events.order.1.OrderCancelled"}) {
+		t.Fatalf("filters of partition 1: %v", got)
 	}
 }

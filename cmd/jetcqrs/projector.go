@@ -73,8 +73,8 @@ func (p *projector) newRuntime(rm *readModel) (*projections.Runtime, error) {
 			live, _, err := p.m.gens.Live(ctx, name)
 			return err == nil && live > gen
 		},
-	}, []projections.Projection{{Name: name, AggregateTypes: spec.aggregateTypes, Store: rm.store,
-		CommitInterval: spec.commitInterval}})
+	}, []projections.Projection{{Name: name, AggregateTypes: spec.aggregateTypes, EventTypes: spec.eventTypes,
+		Store: rm.store, CommitInterval: spec.commitInterval}})
 }
 
 // startLocked runs rm's projection in a runtime of its own until ctx ends,

@@ -39,15 +39,18 @@ func generationName(gen int) string { return "g" + strconv.Itoa(gen) }
 type projectionSpec struct {
 	name           string
 	aggregateTypes []string
+	eventTypes     []string // nil: all of aggregateTypes
 	commitInterval time.Duration
 }
 
 var projectionSpecs = []projectionSpec{
 	{name: "orders", aggregateTypes: []string{domain.AggregateOrder}},
-	{name: "inventory", aggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory}},
+	{name: "inventory", aggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory},
+		eventTypes: redisstore.InventoryEventTypes},
 	{name: "catalog", aggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory},
 		commitInterval: projections.CatalogCommitInterval},
-	{name: "sales", aggregateTypes: []string{domain.AggregateOrder}, commitInterval: projections.SalesCommitInterval},
+	{name: "sales", aggregateTypes: []string{domain.AggregateOrder}, eventTypes: chstore.EventTypes,
+		commitInterval: projections.SalesCommitInterval},
 }
 
 func specOf(name string) (projectionSpec, bool) {

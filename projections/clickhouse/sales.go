@@ -39,6 +39,10 @@ var (
 	_ projections.SalesReader = (*SalesStore)(nil)
 )
 
+// EventTypes are the events the sales model reads; its projection's
+// consumers need no others.
+var EventTypes = []string{domain.EventOrderPlaced, domain.EventOrderCancelled}
+
 var generationPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // NewSalesStore returns the sales model of one generation, such as "g1",

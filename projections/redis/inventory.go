@@ -34,6 +34,11 @@ func NewInventoryStore(client redis.UniversalClient, prefix string) *InventorySt
 
 func (s *InventoryStore) inventoryKey(sku string) string { return s.prefix + "inventory:" + sku }
 
+// InventoryEventTypes are the events the stock model reads; its
+// projection's consumers need no others (a product update changes no stock).
+var InventoryEventTypes = []string{domain.EventProductCreated, domain.EventInventoryAdjusted,
+	domain.EventInventoryReserved, domain.EventInventoryReleased, domain.EventInventoryShipped}
+
 // inventoryWrite is one inventory event, decoded.
 type inventoryWrite struct {
 	mode   string
