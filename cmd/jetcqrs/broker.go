@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetcqrs/jetcqrs/internal/relaypub"
@@ -58,6 +59,16 @@ func (m *Main) openRelay(ctx context.Context) error {
 		if err := postgres.Migrate(ctx, m.cfg.DatabaseURL, m.logger); err != nil {
 			return fmt.Errorf("%w (is PostgreSQL running? `bash scripts/services.sh` starts it)", err)
 		}
+		// Readiness: the command API's pool answers it where there is one.
+		pcfg, err := pgxpool.ParseConfig(m.cfg.DatabaseURL)
+		if err != nil {
+			return fmt.Errorf("database-url: %w", err)
+		}
+		pcfg.MaxConns = 1
+		if m.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
+			return fmt.Errorf("connect to PostgreSQL: %w", err)
+		}
+		m.checks["postgres"] = m.pool.Ping
 	}
 	relayNC, err := jnats.Connect(ctx, m.natsURL, "jetcqrs-relay", m.logger)
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -243,6 +244,34 @@ func TestBrokerServesProcessesStartedApart(t *testing.T) {
 	}
 	if _, err := broker.js.Stream(ctx, "EVENTS"); err != nil {
 		t.Fatalf("EVENTS on the broker's server: %v", err)
+	}
+	readyz := func() (int, map[string]string) {
+		resp, err := http.Get("http://" + relayProc.Addr() + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct{ Checks map[string]string }
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, body.Checks
+	}
+	if code, checks := readyz(); code != http.StatusOK || checks["postgres"] != "ok" || checks["nats"] != "ok" {
+		t.Fatalf("relay /readyz = %d %v, want PostgreSQL and NATS ok", code, checks)
+	}
+	// The broker goes away: the relay is alive but not ready.
+	broker.natsServer.Shutdown()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, checks := readyz()
+		if code == http.StatusServiceUnavailable && checks["nats"] != "ok" && checks["postgres"] == "ok" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("relay /readyz with the broker gone = %d %v, want 503 naming NATS", code, checks)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	cancel()
 	awaitReturns(t, done, 2)
