@@ -66,8 +66,12 @@ type Config struct {
 	Linger time.Duration
 	// FetchWait bounds one pull request (default 5s).
 	FetchWait time.Duration
-	// MaxDeliver dead-letters an event redelivered more often (default 5),
-	// e.g. one that crashes the projector every time.
+	// MaxDeliver (default 5): events delivered more often than this (their
+	// projectors stopped or died holding them, again and again) are applied
+	// one at a time, each acknowledged once applied, and one that still
+	// fails on its own is dead-lettered; the first event of a chunk
+	// delivered more than twice as often (it stops every projector even on
+	// its own) is dead-lettered without being applied.
 	MaxDeliver int
 	// AckWait is how long the server waits for an ack before redelivering
 	// (default 30s); a worker retrying a batch extends it.
@@ -414,15 +418,24 @@ func (w *worker) fetch(ctx context.Context) error {
 func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error {
 	start := time.Now()
 	items := make([]delivered, 0, len(msgs))
-	for _, m := range msgs {
+	// suspect: some event was delivered more than MaxDeliver times, i.e.
+	// the projectors that had it stopped or died before acknowledging it,
+	// again and again. Maybe it kills them; maybe it only shared a batch
+	// with one that does.
+	suspect := false
+	for i, m := range msgs {
 		md, err := m.Metadata()
 		if err != nil {
 			return fmt.Errorf("message metadata: %w", err)
 		}
-		if int(md.NumDelivered) > w.rt.cfg.MaxDeliver {
+		if i == 0 && int(md.NumDelivered) > 2*w.rt.cfg.MaxDeliver {
+			// The head of the line, delivered MaxDeliver more times since
+			// its events began to be applied one by one: it stops every
+			// projector that tries it, even on its own.
 			w.deadLetter(ctx, m, md, fmt.Sprintf("delivered %d times without being applied", md.NumDelivered))
 			continue
 		}
+		suspect = suspect || int(md.NumDelivered) > w.rt.cfg.MaxDeliver
 		ev, err := jnats.DecodeMsg(m.Subject(), m.Headers(), m.Data())
 		if err != nil {
 			w.deadLetter(ctx, m, md, err.Error())
@@ -435,9 +448,15 @@ func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error 
 		}})
 	}
 	// queue holds the events still to apply, in order, as the groups to
-	// apply together: the whole chunk, unless the store rejected it and it
-	// was split into single events to find the one it rejects.
+	// apply together: the whole chunk, unless the store rejected it, or it
+	// is suspect, and it was split into single events to find the culprit.
 	queue := [][]delivered{items}
+	if suspect {
+		// One at a time, each acknowledged once applied: whatever stops
+		// the projector next, nothing before it waits for it again.
+		queue = singles(items)
+	}
+	acked := map[jetstream.Msg]bool{}
 	for attempt := 0; len(queue) > 0; attempt++ {
 		group := queue[0]
 		if len(group) == 0 {
@@ -453,6 +472,12 @@ func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error 
 			w.rt.metrics.observe(w.p.Name, w.partition, envs, time.Since(start))
 			if w.rt.cfg.OnApplied != nil {
 				w.rt.cfg.OnApplied(w.p.Name, envs)
+			}
+			if suspect {
+				if err := group[0].msg.DoubleAck(ctx); err != nil {
+					return fmt.Errorf("ack: %w", err)
+				}
+				acked[group[0].msg] = true
 			}
 			queue, attempt = queue[1:], -1
 			continue
@@ -475,12 +500,14 @@ func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error 
 			}
 			// One event at a time, so that the store's refusal names the
 			// event it refuses.
-			singles := make([][]delivered, 0, len(group)+len(queue)-1)
-			for i := range group {
-				singles = append(singles, group[i:i+1:i+1])
-			}
-			queue, attempt = append(singles, queue[1:]...), -1
+			queue, attempt = append(singles(group), queue[1:]...), -1
 			w.log.Warn("the store rejected a batch; applying its events one at a time", "err", err, "events", len(group))
+			continue
+		}
+		if suspect && len(group) == 1 && int(group[0].md.NumDelivered) > w.rt.cfg.MaxDeliver {
+			w.deadLetter(ctx, group[0].msg, group[0].md, fmt.Sprintf("delivered %d times; fails on its own: %v",
+				group[0].md.NumDelivered, err))
+			queue, attempt = queue[1:], -1
 			continue
 		}
 		w.rt.metrics.retries.WithLabelValues(w.p.Name).Inc()
@@ -509,15 +536,33 @@ func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error 
 	// stopped worker still held, and they would never be applied. The last
 	// ack is a double ack: the connection keeps order, so when the server
 	// confirms it, the whole chunk's checkpoint is durable.
-	for _, m := range msgs[:len(msgs)-1] {
+	var rest []jetstream.Msg
+	for _, m := range msgs {
+		if !acked[m] {
+			rest = append(rest, m)
+		}
+	}
+	if len(rest) == 0 {
+		return nil
+	}
+	for _, m := range rest[:len(rest)-1] {
 		if err := m.Ack(); err != nil {
 			return fmt.Errorf("ack: %w", err)
 		}
 	}
-	if err := msgs[len(msgs)-1].DoubleAck(ctx); err != nil {
+	if err := rest[len(rest)-1].DoubleAck(ctx); err != nil {
 		return fmt.Errorf("ack: %w", err)
 	}
 	return nil
+}
+
+// singles splits items into groups of one.
+func singles(items []delivered) [][]delivered {
+	out := make([][]delivered, len(items))
+	for i := range items {
+		out[i] = items[i : i+1 : i+1]
+	}
+	return out
 }
 
 func indexOfSeq(items []delivered, seq uint64) int {

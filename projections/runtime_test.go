@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -429,5 +430,74 @@ func TestEventTypesNarrowWhatTheServerDelivers(t *testing.T) {
 	}
 	if got := c.CachedInfo().Config.FilterSubjects; !slices.Equal(got, []string{"events.order.1.OrderPlaced", "events.order.1.OrderCancelled"}) {
 		t.Fatalf("filters of partition 1: %v", got)
+	}
+}
+
+// crashingStore fails every batch that holds seq, as a store would whose
+// projector crashes on that event each time.
+type crashingStore struct {
+	*recorder
+	seq      uint64
+	failures atomic.Int64
+}
+
+func (c *crashingStore) Apply(ctx context.Context, events []projections.Envelope) error {
+	for _, e := range events {
+		if e.Seq == c.seq {
+			c.failures.Add(1)
+			return fmt.Errorf("connection reset by peer")
+		}
+	}
+	return c.recorder.Apply(ctx, events)
+}
+
+// TestRuntimeDeadLettersAfterMaxDeliveries: an event whose batch never
+// applies, delivered again by each projector that takes the partition after
+// the previous one stopped (or died) holding it, is, once delivered more
+// than MaxDeliver times, tried on its own and dead-lettered when it still
+// fails; the events that only shared its batches are applied, and the
+// partition moves on.
+func TestRuntimeDeadLettersAfterMaxDeliveries(t *testing.T) {
+	t.Parallel()
+	js := testenv.NATS(t, 1)
+	store := &crashingStore{recorder: newRecorder("a"), seq: 3}
+	publish(t, js, 6, 2)
+	cfg := projections.Config{Partitions: 1, MaxDeliver: 2, RetryBackoff: 20 * time.Millisecond, PinnedTTL: time.Second,
+		Logger: slog.New(slog.DiscardHandler)}
+	for round := 1; round <= 2; round++ {
+		rt, err := projections.NewRuntime(js.JS, cfg, []projections.Projection{{Name: "orders", AggregateTypes: []string{"order"}, Store: store}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- rt.Run(ctx) }()
+		before := store.failures.Load()
+		waitFor(t, "the batch with seq 3 to fail", 10*time.Second, func() bool { return store.failures.Load() > before })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("round %d: Run = %v", round, err)
+		}
+	}
+	if store.count() != 0 {
+		t.Fatalf("applied %d events while seq 3 failed every batch", store.count())
+	}
+	startRuntime(t, js.JS, cfg, store)
+	waitFor(t, "the other 5 events applied", 10*time.Second, func() bool { return store.count() == 5 })
+	dlq, err := js.JS.Stream(t.Context(), jnats.DefaultDeadLetterStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "one dead letter", 10*time.Second, func() bool {
+		info, err := dlq.Info(t.Context())
+		return err == nil && info.State.Msgs == 1
+	})
+	m, err := dlq.GetMsg(t.Context(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Header.Get(projections.HeaderDLQStreamSeq) != "3" || m.Header.Get(projections.HeaderDLQDeliveries) != "3" ||
+		!strings.Contains(m.Header.Get(projections.HeaderDLQReason), "delivered 3 times") {
+		t.Fatalf("dead letter headers: %v", m.Header)
 	}
 }
