@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -461,6 +462,18 @@ func (s *system) checkReadModelsMatchWriteSide(m *Main, catalog bool) {
 // redisDump is every key under the test's prefix with its DUMP.
 func redisDump(t *testing.T, redisURL, prefix string) map[string]string {
 	t.Helper()
+	return redisScan(t, redisURL, prefix, true)
+}
+
+// redisKeys lists the keys under prefix, as SCAN finds them while others may
+// be deleting some.
+func redisKeys(t *testing.T, redisURL, prefix string) []string {
+	t.Helper()
+	return slices.Collect(maps.Keys(redisScan(t, redisURL, prefix, false)))
+}
+
+func redisScan(t *testing.T, redisURL, prefix string, dump bool) map[string]string {
+	t.Helper()
 	opts, err := redis.ParseURL(redisURL)
 	if err != nil {
 		t.Fatal(err)
@@ -471,6 +484,10 @@ func redisDump(t *testing.T, redisURL, prefix string) map[string]string {
 	out := map[string]string{}
 	iter := client.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 	for iter.Next(ctx) {
+		if !dump {
+			out[iter.Val()] = ""
+			continue
+		}
 		v, err := client.Dump(ctx, iter.Val()).Result()
 		if err != nil {
 			t.Fatalf("DUMP %s: %v", iter.Val(), err)

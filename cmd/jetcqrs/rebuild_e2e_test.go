@@ -103,7 +103,7 @@ func TestRebuildBuildsANewGenerationAndSwitchesReaders(t *testing.T) {
 	// The old generation goes once the grace period is over.
 	deadline = time.Now().Add(retireGrace + 30*time.Second)
 	for {
-		keys := redisDump(t, s.cfg.RedisURL, s.cfg.RedisPrefix+"g1:")
+		keys := redisKeys(t, s.cfg.RedisURL, s.cfg.RedisPrefix+"g1:")
 		var left []string
 		for _, name := range projectionNames {
 			_, err := s.main.js.Consumer(t.Context(), jnats.DefaultStreamName, projections.ConsumerName(name, "g1", 0))
@@ -119,7 +119,7 @@ func TestRebuildBuildsANewGenerationAndSwitchesReaders(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if g2 := redisDump(t, s.cfg.RedisURL, s.cfg.RedisPrefix+"g2:"); len(g2) < len(before.redis) {
+	if g2 := redisKeys(t, s.cfg.RedisURL, s.cfg.RedisPrefix+"g2:"); len(g2) < len(before.redis) {
 		t.Fatalf("generation g2 has %d Redis keys, g1 had %d", len(g2), len(before.redis))
 	}
 	for _, name := range projectionNames {
