@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -173,6 +174,9 @@ type Runtime struct {
 	cfg         Config
 	projections []Projection
 	metrics     *runtimeMetrics
+	// lastApplied is when each projection's store last applied a batch
+	// (Unix nanoseconds), on any partition: evidence that it works.
+	lastApplied map[string]*atomic.Int64
 }
 
 // NewRuntime validates cfg and the projections.
@@ -200,7 +204,11 @@ func NewRuntime(js jetstream.JetStream, cfg Config, projections []Projection) (*
 	if err != nil {
 		return nil, err
 	}
-	return &Runtime{js: js, cfg: cfg, projections: projections, metrics: m}, nil
+	last := map[string]*atomic.Int64{}
+	for _, p := range projections {
+		last[p.Name] = new(atomic.Int64)
+	}
+	return &Runtime{js: js, cfg: cfg, projections: projections, metrics: m, lastApplied: last}, nil
 }
 
 // The commit intervals jetcqrs gives its search index and its analytics
@@ -457,7 +465,11 @@ func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error 
 		queue = singles(items)
 	}
 	acked := map[jetstream.Msg]bool{}
+	var failingSince time.Time // of the group at the head of the queue
 	for attempt := 0; len(queue) > 0; attempt++ {
+		if attempt == 0 {
+			failingSince = time.Now()
+		}
 		group := queue[0]
 		if len(group) == 0 {
 			queue, attempt = queue[1:], -1
@@ -469,6 +481,7 @@ func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error 
 		}
 		err := w.store.Apply(ctx, envs)
 		if err == nil {
+			w.rt.lastApplied[w.p.Name].Store(time.Now().UnixNano())
 			w.rt.metrics.observe(w.p.Name, w.partition, envs, time.Since(start))
 			if w.rt.cfg.OnApplied != nil {
 				w.rt.cfg.OnApplied(w.p.Name, envs)
@@ -504,7 +517,14 @@ func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error 
 			w.log.Warn("the store rejected a batch; applying its events one at a time", "err", err, "events", len(group))
 			continue
 		}
-		if suspect && len(group) == 1 && int(group[0].md.NumDelivered) > w.rt.cfg.MaxDeliver {
+		// The store works if it applied something since this event began to
+		// fail (on another partition), or, once the event has failed on its
+		// own MaxDeliver times, since this chunk began.
+		last := w.rt.lastApplied[w.p.Name].Load()
+		storeWorks := last > failingSince.UnixNano() || attempt+1 >= w.rt.cfg.MaxDeliver && last > start.UnixNano()
+		if suspect && len(group) == 1 && int(group[0].md.NumDelivered) > w.rt.cfg.MaxDeliver && storeWorks {
+			// It fails on its own while the store applies other events: it
+			// is to blame. (While nothing applies, the store is down: wait.)
 			w.deadLetter(ctx, group[0].msg, group[0].md, fmt.Sprintf("delivered %d times; fails on its own: %v",
 				group[0].md.NumDelivered, err))
 			queue, attempt = queue[1:], -1

@@ -433,15 +433,21 @@ func TestEventTypesNarrowWhatTheServerDelivers(t *testing.T) {
 	}
 }
 
-// crashingStore fails every batch that holds seq, as a store would whose
-// projector crashes on that event each time.
+// crashingStore fails every batch that holds seq (0: every batch while
+// down), as a store would whose projector crashes on that event each time,
+// or one that is down.
 type crashingStore struct {
 	*recorder
 	seq      uint64
+	down     atomic.Bool
 	failures atomic.Int64
 }
 
 func (c *crashingStore) Apply(ctx context.Context, events []projections.Envelope) error {
+	if c.down.Load() {
+		c.failures.Add(1)
+		return fmt.Errorf("connection refused")
+	}
 	for _, e := range events {
 		if e.Seq == c.seq {
 			c.failures.Add(1)
@@ -449,6 +455,53 @@ func (c *crashingStore) Apply(ctx context.Context, events []projections.Envelope
 		}
 	}
 	return c.recorder.Apply(ctx, events)
+}
+
+// restartWhileFailing starts and stops a runtime rounds times, each time
+// once the store has failed a batch: every event in hand is delivered again.
+func restartWhileFailing(t *testing.T, js *testenv.JetStream, cfg projections.Config, store *crashingStore, rounds int) {
+	t.Helper()
+	for round := 1; round <= rounds; round++ {
+		rt, err := projections.NewRuntime(js.JS, cfg, []projections.Projection{{Name: "orders", AggregateTypes: []string{"order"}, Store: store}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- rt.Run(ctx) }()
+		before := store.failures.Load()
+		waitFor(t, "a failed batch", 10*time.Second, func() bool { return store.failures.Load() > before })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("round %d: Run = %v", round, err)
+		}
+	}
+}
+
+// TestRuntimeOutwaitsAnOutageAcrossRestarts: projectors restarted while
+// their store is down deliver the same events again and again; that alone
+// dead-letters nothing, and everything is applied once the store is back.
+func TestRuntimeOutwaitsAnOutageAcrossRestarts(t *testing.T) {
+	t.Parallel()
+	js := testenv.NATS(t, 1)
+	store := &crashingStore{recorder: newRecorder("a")}
+	store.down.Store(true)
+	publish(t, js, 4, 2)
+	cfg := projections.Config{Partitions: 1, MaxDeliver: 2, RetryBackoff: 20 * time.Millisecond, PinnedTTL: time.Second,
+		Logger: slog.New(slog.DiscardHandler)}
+	restartWhileFailing(t, js, cfg, store, 3)
+	startRuntime(t, js.JS, cfg, store)
+	before := store.failures.Load()
+	waitFor(t, "the suspect chunk to fail while the store is down", 10*time.Second, func() bool { return store.failures.Load() > before+3 })
+	store.down.Store(false)
+	waitFor(t, "all 4 applied", 10*time.Second, func() bool { return store.count() == 4 })
+	dlq, err := js.JS.Stream(t.Context(), jnats.DefaultDeadLetterStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := dlq.Info(t.Context()); err != nil || info.State.Msgs != 0 {
+		t.Fatalf("dead letters after an outage: %v, %v", info.State.Msgs, err)
+	}
 }
 
 // TestRuntimeDeadLettersAfterMaxDeliveries: an event whose batch never
@@ -464,21 +517,7 @@ func TestRuntimeDeadLettersAfterMaxDeliveries(t *testing.T) {
 	publish(t, js, 6, 2)
 	cfg := projections.Config{Partitions: 1, MaxDeliver: 2, RetryBackoff: 20 * time.Millisecond, PinnedTTL: time.Second,
 		Logger: slog.New(slog.DiscardHandler)}
-	for round := 1; round <= 2; round++ {
-		rt, err := projections.NewRuntime(js.JS, cfg, []projections.Projection{{Name: "orders", AggregateTypes: []string{"order"}, Store: store}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan error, 1)
-		go func() { done <- rt.Run(ctx) }()
-		before := store.failures.Load()
-		waitFor(t, "the batch with seq 3 to fail", 10*time.Second, func() bool { return store.failures.Load() > before })
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatalf("round %d: Run = %v", round, err)
-		}
-	}
+	restartWhileFailing(t, js, cfg, store, 2)
 	if store.count() != 0 {
 		t.Fatalf("applied %d events while seq 3 failed every batch", store.count())
 	}
