@@ -382,7 +382,7 @@ func (w *worker) fetch(ctx context.Context) error {
 	msgs := batch.Messages()
 	defer func() {
 		for m := range msgs {
-			_ = m.Nak()
+			_ = m.NakWithDelay(giveBackDelay)
 		}
 	}()
 	chunk := make([]jetstream.Msg, 0, w.rt.cfg.BatchSize)
@@ -538,13 +538,13 @@ func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error 
 			}
 		}
 		if stop.Err() != nil {
-			// Give the events back: they are redelivered at once to whichever
-			// worker holds the partition next (or after AckWait if this
-			// process dies first). Acks are per event, so nobody's later
-			// ack can cover them.
+			// Give the events back: they are redelivered to whichever worker
+			// holds the partition next (or after AckWait if this process
+			// dies first). Acks are per event, so nobody's later ack can
+			// cover them.
 			for _, g := range queue {
 				for _, it := range g {
-					_ = it.msg.Nak()
+					_ = it.msg.NakWithDelay(giveBackDelay)
 				}
 			}
 			return stop.Err()
@@ -584,6 +584,13 @@ func singles(items []delivered) [][]delivered {
 	}
 	return out
 }
+
+// giveBackDelay holds back the redelivery of events a stopping worker gives
+// back until its own pull request is gone: the server delivers to a pull
+// request as long as its reply subject has a subscriber, and a Nak sent
+// before the unsubscribe would hand the events straight back to the worker
+// that is leaving, where they would wait out AckWait.
+const giveBackDelay = 500 * time.Millisecond
 
 func indexOfSeq(items []delivered, seq uint64) int {
 	for i, it := range items {

@@ -470,7 +470,7 @@ func restartWhileFailing(t *testing.T, js *testenv.JetStream, cfg projections.Co
 		done := make(chan error, 1)
 		go func() { done <- rt.Run(ctx) }()
 		before := store.failures.Load()
-		waitFor(t, "a failed batch", 10*time.Second, func() bool { return store.failures.Load() > before })
+		waitFor(t, "a failed batch", 30*time.Second, func() bool { return store.failures.Load() > before })
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatalf("round %d: Run = %v", round, err)
@@ -522,10 +522,23 @@ func TestRuntimeDeadLettersAfterMaxDeliveries(t *testing.T) {
 		t.Fatalf("applied %d events while seq 3 failed every batch", store.count())
 	}
 	startRuntime(t, js.JS, cfg, store)
-	waitFor(t, "the other 5 events applied", 10*time.Second, func() bool { return store.count() == 5 })
 	dlq, err := js.JS.Stream(t.Context(), jnats.DefaultDeadLetterStreamName)
 	if err != nil {
 		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for store.count() != 5 {
+		if time.Now().After(deadline) {
+			info, _ := dlq.Info(t.Context())
+			var dls []string
+			for seq := uint64(1); info != nil && seq <= info.State.LastSeq; seq++ {
+				if m, err := dlq.GetMsg(t.Context(), seq); err == nil {
+					dls = append(dls, m.Header.Get(projections.HeaderDLQStreamSeq)+": "+m.Header.Get(projections.HeaderDLQReason))
+				}
+			}
+			t.Fatalf("applied %d events, want the other 5; dead letters %q", store.count(), dls)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	waitFor(t, "one dead letter", 10*time.Second, func() bool {
 		info, err := dlq.Info(t.Context())
