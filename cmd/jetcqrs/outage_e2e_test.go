@@ -22,25 +22,34 @@ func outage(w *workload, d time.Duration) {
 	time.Sleep(d - time.Since(start)) // the outage itself, not a wait for the system
 }
 
+// redisRestartedUnderLoad runs the system on a Redis of its own (volatile:
+// without persistence), kills that Redis (SIGKILL, no shutdown) while
+// commands flow, starts it again on the same port after down, and stops the
+// commands 100 later. It returns the system, an admin token and how many
+// commands were sent.
+func redisRestartedUnderLoad(t *testing.T, volatile bool, skuPrefix string, down time.Duration) (*system, string, int64) {
+	t.Helper()
+	rs := startRedisServer(t, volatile)
+	cfg := testConfig(t)
+	cfg.RedisURL = rs.url()
+	s := startSystem(t, cfg, All)
+	admin := s.token("ops", domain.RoleAdmin)
+	skus := s.seedCatalog(admin, skuPrefix, 6, 100_000)
+	w := s.startWorkload(admin, skus, 4, 0)
+	w.waitFor(100)
+	rs.kill()
+	outage(w, down)
+	rs.start()
+	w.waitFor(w.count.Load() + 100)
+	return s, admin, w.stop()
+}
+
 // TestRedisOutageConverges kills the read models' Redis (SIGKILL, no
 // shutdown) while commands flow and starts it again on the same port with
 // its append-only file, as production runs it: the projector retries the
 // batches in hand and every read model converges to the write side.
 func TestRedisOutageConverges(t *testing.T) {
-	rs := startRedisServer(t, false)
-	cfg := testConfig(t)
-	cfg.RedisURL = rs.url()
-	s := startSystem(t, cfg, All)
-	admin := s.token("ops", domain.RoleAdmin)
-	skus := s.seedCatalog(admin, "RO", 6, 100_000)
-	w := s.startWorkload(admin, skus, 4, 0)
-	w.waitFor(100)
-	rs.kill()
-	outage(w, 2*time.Second)
-	rs.start()
-	w.waitFor(w.count.Load() + 100)
-	commands := w.stop()
-
+	s, admin, commands := redisRestartedUnderLoad(t, false, "RO", 2*time.Second)
 	s.awaitLive(admin, time.Minute)
 	s.checkReadModelsMatchWriteSide(s.main, true)
 	retries := counter(t, s.main, "jetcqrs_projection_batch_retries_total", "orders") +
@@ -57,20 +66,7 @@ func TestRedisOutageConverges(t *testing.T) {
 // order and inventory models lost their data, rebuilds them from the stream
 // into a new generation, and they converge to the write side.
 func TestRedisLosingItsDataIsRebuilt(t *testing.T) {
-	rs := startRedisServer(t, true)
-	cfg := testConfig(t)
-	cfg.RedisURL = rs.url()
-	s := startSystem(t, cfg, All)
-	admin := s.token("ops", domain.RoleAdmin)
-	skus := s.seedCatalog(admin, "RL", 6, 100_000)
-	w := s.startWorkload(admin, skus, 3, 0)
-	w.waitFor(100)
-	rs.kill()
-	outage(w, time.Second)
-	rs.start()
-	w.waitFor(w.count.Load() + 100)
-	w.stop()
-
+	s, admin, _ := redisRestartedUnderLoad(t, true, "RL", time.Second)
 	deadline := time.Now().Add(time.Minute)
 	for {
 		var st []projectionStatus
