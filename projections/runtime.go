@@ -459,12 +459,12 @@ func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error 
 	// apply together: the whole chunk, unless the store rejected it, or it
 	// is suspect, and it was split into single events to find the culprit.
 	queue := [][]delivered{items}
+	var acked map[jetstream.Msg]bool // in a suspect chunk, those acknowledged one by one
 	if suspect {
 		// One at a time, each acknowledged once applied: whatever stops
 		// the projector next, nothing before it waits for it again.
-		queue = singles(items)
+		queue, acked = singles(items), map[jetstream.Msg]bool{}
 	}
-	acked := map[jetstream.Msg]bool{}
 	var failingSince time.Time // of the group at the head of the queue
 	for attempt := 0; len(queue) > 0; attempt++ {
 		if attempt == 0 {
