@@ -221,7 +221,7 @@ func (p *projector) setUp(ctx context.Context, name string, state *rebuild) (int
 		if err := p.deleteConsumers(ctx, name, live-1); err != nil {
 			return 0, err
 		}
-		prev, err := p.m.openReadModel(ctx, name, live-1, true)
+		prev, err := p.m.openReadModel(ctx, name, live-1, false)
 		if err != nil {
 			return 0, err
 		}
@@ -258,7 +258,10 @@ func (p *projector) promoteWhenCaughtUp(name string, state *rebuild) {
 	for {
 		select {
 		case <-ctx.Done():
-			return // abandoned with the process; the next rebuild starts over
+			// Abandoned with the process; the next rebuild starts over.
+			<-rg.done
+			rg.model.close()
+			return
 		case <-rg.done:
 			p.abandon(name, state, errors.New("its runtime stopped"))
 			return
