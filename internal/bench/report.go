@@ -1,7 +1,7 @@
 // Package bench holds jetcqrs's benchmarks: each runs the system's path and a
 // raw baseline (the same work done by the bare library) side by side in one
 // run, and reports throughput ratios and latency percentiles. They are not
-// timed tests; `jetcqrs bench` runs them and records the figures in
+// timed tests; `jetcqrs-bench` runs them and records the figures in
 // docs/benchmarks.md.
 package bench
 

@@ -128,7 +128,7 @@ func QueryGetOrder(ctx context.Context, cfg QueryGetOrderConfig) (string, error)
 
 	var out strings.Builder
 	fmt.Fprintf(&out, "## GET /v1/orders/{id}: query API vs a bare net/http handler\n\n")
-	fmt.Fprintf(&out, "`jetcqrs bench query-get-order` on %s. %d orders are applied to the Redis order model first;\n", Machine(), len(ids))
+	fmt.Fprintf(&out, "`jetcqrs-bench query-get-order` on %s. %d orders are applied to the Redis order model first;\n", Machine(), len(ids))
 	out.WriteString("each request reads a random one with a keep-alive client on the same machine. The query API runs as `serve`\n")
 	out.WriteString("mounts it (chi, recovery and metrics middleware, bearer JWT verification with its cache of verified tokens,\n")
 	out.WriteString("`OrderStore.OrderJSON`: HMGET of the user and the stored view, the actor check, the view written as stored); the raw\n")

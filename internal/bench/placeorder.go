@@ -87,7 +87,7 @@ func PlaceOrder(ctx context.Context, cfg PlaceOrderConfig) (string, error) {
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "## PlaceOrder: HTTP command API vs bare pgx\n\n")
-	fmt.Fprintf(&b, "`jetcqrs bench place-order` on %s. Each request orders 1–3 random SKUs of %d (quantity 1);\n", Machine(), cfg.SKUs)
+	fmt.Fprintf(&b, "`jetcqrs-bench place-order` on %s. Each request orders 1–3 random SKUs of %d (quantity 1);\n", Machine(), cfg.SKUs)
 	fmt.Fprintf(&b, "the raw baseline issues the same transaction in the same two round trips (BEGIN with SELECT … FOR UPDATE in SKU order, then one pipelined batch of\n")
 	fmt.Fprintf(&b, "order, items, inventory and outbox writes, COMMIT) with bare pgx over a pool of the same size (%d).\n", cfg.MaxConns)
 	fmt.Fprintf(&b, "%s per run after a warm-up; the API adds HTTP, JSON decoding, JWT verification, validation and the domain.\n\n", cfg.Duration)

@@ -63,7 +63,7 @@ func RelayDrain(ctx context.Context, cfg RelayDrainConfig) (string, error) {
 
 	var out strings.Builder
 	fmt.Fprintf(&out, "## Relay drain: CDC relay vs bare decoding and bare publishing\n\n")
-	fmt.Fprintf(&out, "`jetcqrs bench relay-drain` on %s. A backlog of %d OrderPlaced outbox events (about 470-byte\n", Machine(), cfg.Events)
+	fmt.Fprintf(&out, "`jetcqrs-bench relay-drain` on %s. A backlog of %d OrderPlaced outbox events (about 470-byte\n", Machine(), cfg.Events)
 	out.WriteString("payloads, traceparent in the headers) is committed while the slots exist and nothing reads them, in\n")
 	out.WriteString("transactions of 1 and of 100 events. Then, one after the other on the same WAL:\n\n")
 	out.WriteString("- **decode-only**: a bare pglogrepl loop on its own slot that parses every pgoutput message of the backlog\n")
@@ -822,7 +822,7 @@ func RelayLatency(ctx context.Context, cfg RelayLatencyConfig) (string, error) {
 
 	var out strings.Builder
 	fmt.Fprintf(&out, "## Relay latency: commit → JetStream, CDC vs polling vs a bare CDC loop\n\n")
-	fmt.Fprintf(&out, "`jetcqrs bench relay-latency` on %s. A paced, open-loop writer commits 1-event\n", Machine())
+	fmt.Fprintf(&out, "`jetcqrs-bench relay-latency` on %s. A paced, open-loop writer commits 1-event\n", Machine())
 	fmt.Fprintf(&out, "transactions (an OrderPlaced outbox row, autocommit INSERT, `synchronous_commit` on) from %d connections\n", cfg.Writers)
 	fmt.Fprintf(&out, "at each offered load for %s (the first %s not measured), into each pipeline in turn:\n\n", cfg.Duration, latencyWarmUp(cfg.Duration))
 	out.WriteString("- **bare CDC**, the raw baseline: a pglogrepl loop on its own slot that turns each committed insert into a\n")

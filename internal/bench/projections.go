@@ -124,7 +124,7 @@ func ProjectionApply(ctx context.Context, cfg ProjectionApplyConfig) (string, er
 
 	var out strings.Builder
 	fmt.Fprintf(&out, "## Projection apply: read-model stores vs bare client writes\n\n")
-	fmt.Fprintf(&out, "`jetcqrs bench projection-apply` on %s. A generated stream of %d events over %d SKUs\n", Machine(), len(events), skus)
+	fmt.Fprintf(&out, "`jetcqrs-bench projection-apply` on %s. A generated stream of %d events over %d SKUs\n", Machine(), len(events), skus)
 	out.WriteString("(products created and repriced, stock adjusted, orders placed with 1–3 lines and their reservations, then paid,\n")
 	out.WriteString("shipped, delivered or cancelled with releases) is split as the runtime's consumers split it: each store gets\n")
 	fmt.Fprintf(&out, "its projection's aggregate types, in stream order, in batches of %d (the runtime's batch size), one Apply at a\n", cfg.BatchSize)

@@ -140,7 +140,7 @@ func EndToEnd(ctx context.Context, cfg EndToEndConfig) (string, error) {
 
 	var out strings.Builder
 	fmt.Fprintf(&out, "## End to end: command 201 → visible in the read model\n\n")
-	fmt.Fprintf(&out, "`jetcqrs bench end-to-end` on %s. Orders of 1–3 random SKUs of 1000 are offered open-loop at\n", Machine())
+	fmt.Fprintf(&out, "`jetcqrs-bench end-to-end` on %s. Orders of 1–3 random SKUs of 1000 are offered open-loop at\n", Machine())
 	fmt.Fprintf(&out, "%s orders/s in turn by %d concurrent clients for %s per run (the first %s not measured).\n\n", joinInts(cfg.Rates), cfg.Workers, cfg.Duration, latencyWarmUp(cfg.Duration))
 	out.WriteString("- **jetcqrs**: the whole system in one process, wired as `serve` wires it: command API (write store pool of\n")
 	fmt.Fprintf(&out, "  %d), CDC relay, embedded JetStream, projection runtime with the four read models (Redis orders and\n", cfg.MaxConns)

@@ -1,25 +1,53 @@
+// Command jetcqrs-bench runs the benchmarks, each beside a raw baseline doing
+// the same work with the bare libraries, and records the figures in
+// docs/benchmarks.md. It lives apart from the server binary, which never
+// compiles the benchmarks in.
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/jetcqrs/jetcqrs/bench"
+	"github.com/jetcqrs/jetcqrs/internal/bench"
 )
 
-func benchCmd(cfg *Config) *cobra.Command {
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := benchCmd().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "jetcqrs-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// config is what the benchmarks take from the environment, under the same
+// names the server reads.
+type config struct {
+	RedisURL      string
+	ClickHouseURL string
+	DBMaxConns    int32
+}
+
+func benchCmd() *cobra.Command {
 	var out, server, clients, rates, cpuProfile string
 	var duration time.Duration
+	cfg := &config{}
 	cmd := &cobra.Command{
-		Use:   "bench [all|place-order|relay-drain|relay-latency|projection-apply|query-get-order|end-to-end]",
-		Short: "Run benchmarks against their raw baselines and record the figures in docs/benchmarks.md",
-		Args:  cobra.ExactArgs(1),
+		Use:           "jetcqrs-bench [all|place-order|relay-drain|relay-latency|projection-apply|query-get-order|end-to-end]",
+		Short:         "Run benchmarks against their raw baselines and record the figures in docs/benchmarks.md",
+		Args:          cobra.ExactArgs(1),
+		SilenceUsage:  true,
+		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			conc, err := parseInts(clients)
 			if err != nil {
@@ -107,6 +135,10 @@ func benchCmd(cfg *Config) *cobra.Command {
 	cmd.Flags().StringVar(&clients, "clients", "1,4,16", "client concurrencies (query-get-order defaults to 1,4,16,64)")
 	cmd.Flags().StringVar(&rates, "rates", "", "offered loads of end-to-end in orders/s (default 250,500,1000)")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
+	cmd.Flags().StringVar(&cfg.RedisURL, "redis-url", envOr("REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis for the read-model benchmarks")
+	cmd.Flags().StringVar(&cfg.ClickHouseURL, "clickhouse-url", envOr("CLICKHOUSE_URL", "clickhouse://127.0.0.1:9000/default"),
+		"ClickHouse (native protocol) for the sales benchmarks")
+	cmd.Flags().Int32Var(&cfg.DBMaxConns, "db-max-conns", 20, "PostgreSQL pool size of the system under test")
 	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "length of each measured run; benchmarks made of many runs share it out (each section says how)")
 	return cmd
 }
