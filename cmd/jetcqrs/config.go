@@ -45,11 +45,12 @@ type Config struct {
 	ConsistencyWait  time.Duration
 }
 
-// envDefault maps each flag to its environment variable.
+// envNames maps each flag to its environment variable; every flag has one.
 var envNames = map[string]string{
 	"database-url":      "DATABASE_URL",
 	"db-max-conns":      "DB_MAX_CONNS",
 	"redis-url":         "REDIS_URL",
+	"redis-prefix":      "REDIS_PREFIX",
 	"nats-url":          "NATS_URL",
 	"nats-port":         "NATS_PORT",
 	"data-dir":          "DATA_DIR",

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/jetcqrs/jetcqrs/auth"
 	"github.com/jetcqrs/jetcqrs/domain"
 	"github.com/jetcqrs/jetcqrs/internal/testenv"
@@ -78,6 +80,47 @@ func TestFlagsWinOverEnvironment(t *testing.T) {
 	}
 	if cfg.HTTPAddr != "127.0.0.1:2" {
 		t.Fatalf("http addr = %q, want the flag's value", cfg.HTTPAddr)
+	}
+}
+
+// TestEveryFlagReadsItsEnvironmentVariable: each configuration flag has an
+// environment variable, and setting it changes the flag.
+func TestEveryFlagReadsItsEnvironmentVariable(t *testing.T) {
+	fs := pflag.NewFlagSet("config", pflag.ContinueOnError)
+	(&Config{}).bind(fs)
+	want := map[string]string{}
+	fs.VisitAll(func(f *pflag.Flag) {
+		env, ok := envNames[f.Name]
+		if !ok {
+			t.Errorf("flag --%s has no environment variable", f.Name)
+			return
+		}
+		var v string
+		switch typ := f.Value.Type(); typ {
+		case "string":
+			v = "from-" + env
+		case "int", "int32":
+			v = "7"
+		case "duration":
+			v = "7s"
+		default:
+			t.Fatalf("flag --%s: no test value for type %s", f.Name, typ)
+		}
+		t.Setenv(env, v)
+		want[f.Name] = v
+	})
+	for name := range envNames {
+		if fs.Lookup(name) == nil {
+			t.Errorf("environment variable %s names no flag --%s", envNames[name], name)
+		}
+	}
+	if err := applyEnv(fs); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range want {
+		if got := fs.Lookup(name).Value.String(); got != v {
+			t.Errorf("--%s = %q after $%s=%q", name, got, envNames[name], v)
+		}
 	}
 }
 
