@@ -5,6 +5,7 @@ package commandapi
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -18,21 +19,18 @@ import (
 
 	"github.com/jetcqrs/jetcqrs/domain"
 	"github.com/jetcqrs/jetcqrs/internal/httpx"
-	"github.com/jetcqrs/jetcqrs/postgres"
 )
 
 // Commands is the write store as the API uses it. Every method either commits
 // the state change with its events or changes nothing, and returns domain
 // errors (*domain.Error) for everything the client can fix.
 type Commands interface {
-	CreateProduct(ctx context.Context, meta postgres.Meta, cmd domain.CreateProduct) (postgres.Result, error)
-	UpdateProduct(ctx context.Context, meta postgres.Meta, sku string, upd domain.UpdateProduct) (postgres.Result, error)
-	AdjustInventory(ctx context.Context, meta postgres.Meta, sku string, delta int64, reason string) (postgres.Result, error)
-	PlaceOrder(ctx context.Context, meta postgres.Meta, cmd domain.PlaceOrder) (postgres.Result, error)
-	TransitionOrder(ctx context.Context, meta postgres.Meta, orderID string, t postgres.OrderTransition, reason string) (postgres.Result, error)
+	CreateProduct(ctx context.Context, meta domain.CommandMeta, cmd domain.CreateProduct) (domain.CommandResult, error)
+	UpdateProduct(ctx context.Context, meta domain.CommandMeta, sku string, upd domain.UpdateProduct) (domain.CommandResult, error)
+	AdjustInventory(ctx context.Context, meta domain.CommandMeta, sku string, delta int64, reason string) (domain.CommandResult, error)
+	PlaceOrder(ctx context.Context, meta domain.CommandMeta, cmd domain.PlaceOrder) (domain.CommandResult, error)
+	TransitionOrder(ctx context.Context, meta domain.CommandMeta, orderID string, t domain.OrderTransition, reason string) (domain.CommandResult, error)
 }
-
-var _ Commands = (*postgres.Store)(nil)
 
 // Config configures the API.
 type Config struct {
@@ -65,14 +63,14 @@ func (a *API) Mount(r chi.Router) {
 		r.Patch("/v1/products/{sku}", a.command("update_product", http.StatusOK, a.updateProduct))
 		r.Post("/v1/inventory/{sku}/adjustments", a.command("adjust_inventory", http.StatusOK, a.adjustInventory))
 		r.Post("/v1/orders", a.command("place_order", http.StatusCreated, a.placeOrder))
-		for _, t := range []postgres.OrderTransition{postgres.TransitionPay, postgres.TransitionShip, postgres.TransitionDeliver, postgres.TransitionCancel} {
+		for _, t := range domain.OrderTransitions {
 			r.Post("/v1/orders/{id}/"+string(t), a.command(string(t)+"_order", http.StatusOK, a.transition(t)))
 		}
 	})
 }
 
 // handler runs one decoded command against the store.
-type handler func(ctx context.Context, r *http.Request, body []byte, meta postgres.Meta) (postgres.Result, error)
+type handler func(ctx context.Context, r *http.Request, body []byte, meta domain.CommandMeta) (domain.CommandResult, error)
 
 func (a *API) command(name string, status int, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -82,7 +80,7 @@ func (a *API) command(name string, status int, h handler) http.HandlerFunc {
 			httpx.WriteError(w, r, a.logger, err)
 			return
 		}
-		meta := postgres.Meta{Actor: actor}
+		meta := domain.CommandMeta{Actor: actor}
 		if err := readPreconditions(r, body, &meta); err != nil {
 			httpx.WriteError(w, r, a.logger, err)
 			return
@@ -109,14 +107,14 @@ func traceParent(ctx context.Context) string {
 }
 
 // readPreconditions parses Idempotency-Key and If-Match.
-func readPreconditions(r *http.Request, body []byte, meta *postgres.Meta) error {
+func readPreconditions(r *http.Request, body []byte, meta *domain.CommandMeta) error {
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
 		if len(key) > 255 || strings.IndexFunc(key, func(c rune) bool { return c < 0x21 || c > 0x7e }) >= 0 {
 			return &domain.Error{Code: domain.CodeInvalidRequest, Field: "Idempotency-Key",
 				Message: "must be 1..255 printable ASCII characters"}
 		}
 		meta.IdempotencyKey = key
-		meta.RequestHash = postgres.HashRequest(r.Method, r.URL.Path, body)
+		meta.RequestHash = hashRequest(r.Method, r.URL.Path, body)
 	}
 	if im := strings.TrimSpace(r.Header.Get("If-Match")); im != "" && im != "*" {
 		v, err := strconv.ParseInt(strings.Trim(strings.TrimPrefix(im, "W/"), `"`), 10, 64)
@@ -129,13 +127,25 @@ func readPreconditions(r *http.Request, body []byte, meta *postgres.Meta) error 
 	return nil
 }
 
+// hashRequest returns the fingerprint an idempotency key is bound to: a
+// retry must repeat the method, the path and the body.
+func hashRequest(method, path string, body []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte(method))
+	h.Write([]byte{0})
+	h.Write([]byte(path))
+	h.Write([]byte{0})
+	h.Write(body)
+	return h.Sum(nil)
+}
+
 // ConsistencyToken names the aggregate version a command produced; a query
 // that sends it back waits until the read model has applied that version.
 func ConsistencyToken(aggregateType, id string, version int64) string {
 	return fmt.Sprintf("%s:%s:%d", aggregateType, id, version)
 }
 
-func writeResult(w http.ResponseWriter, status int, res postgres.Result) {
+func writeResult(w http.ResponseWriter, status int, res domain.CommandResult) {
 	h := w.Header()
 	h.Set("X-Consistency-Token", ConsistencyToken(res.AggregateType, res.AggregateID, res.Version))
 	h.Set("ETag", fmt.Sprintf(`"%d"`, res.Version))

@@ -16,7 +16,6 @@ import (
 	"github.com/jetcqrs/jetcqrs/domain"
 	"github.com/jetcqrs/jetcqrs/internal/apitest"
 	"github.com/jetcqrs/jetcqrs/internal/httpx"
-	"github.com/jetcqrs/jetcqrs/postgres"
 )
 
 // Run one target at a time, for example:
@@ -159,31 +158,31 @@ func (c *recordingCommands) take() (calls int, invalid error) {
 	return calls, invalid
 }
 
-func (c *recordingCommands) CreateProduct(_ context.Context, _ postgres.Meta, cmd domain.CreateProduct) (postgres.Result, error) {
+func (c *recordingCommands) CreateProduct(_ context.Context, _ domain.CommandMeta, cmd domain.CreateProduct) (domain.CommandResult, error) {
 	c.record(cmd.Validate)
 	snap := domain.ProductSnapshot{SKU: cmd.SKU, Version: 1}
-	return postgres.Result{AggregateType: domain.AggregateProduct, AggregateID: cmd.SKU, Version: 1, Product: &snap}, nil
+	return domain.CommandResult{AggregateType: domain.AggregateProduct, AggregateID: cmd.SKU, Version: 1, Product: &snap}, nil
 }
 
-func (c *recordingCommands) UpdateProduct(_ context.Context, _ postgres.Meta, sku string, upd domain.UpdateProduct) (postgres.Result, error) {
+func (c *recordingCommands) UpdateProduct(_ context.Context, _ domain.CommandMeta, sku string, upd domain.UpdateProduct) (domain.CommandResult, error) {
 	c.record(upd.Validate)
 	snap := domain.ProductSnapshot{SKU: sku, Version: 2}
-	return postgres.Result{AggregateType: domain.AggregateProduct, AggregateID: sku, Version: 2, Product: &snap}, nil
+	return domain.CommandResult{AggregateType: domain.AggregateProduct, AggregateID: sku, Version: 2, Product: &snap}, nil
 }
 
-func (c *recordingCommands) AdjustInventory(_ context.Context, _ postgres.Meta, sku string, _ int64, _ string) (postgres.Result, error) {
+func (c *recordingCommands) AdjustInventory(_ context.Context, _ domain.CommandMeta, sku string, _ int64, _ string) (domain.CommandResult, error) {
 	c.record(func() error { return nil })
 	lv := domain.InventoryLevels{SKU: sku, Version: 1}
-	return postgres.Result{AggregateType: domain.AggregateInventory, AggregateID: sku, Version: 1, Inventory: &lv}, nil
+	return domain.CommandResult{AggregateType: domain.AggregateInventory, AggregateID: sku, Version: 1, Inventory: &lv}, nil
 }
 
-func (c *recordingCommands) PlaceOrder(_ context.Context, _ postgres.Meta, cmd domain.PlaceOrder) (postgres.Result, error) {
+func (c *recordingCommands) PlaceOrder(_ context.Context, _ domain.CommandMeta, cmd domain.PlaceOrder) (domain.CommandResult, error) {
 	c.record(cmd.Validate)
 	snap := domain.OrderSnapshot{OrderID: "0190c0de-0000-7000-8000-000000000001", UserID: cmd.UserID, Status: domain.StatusPlaced, Version: 1}
-	return postgres.Result{AggregateType: domain.AggregateOrder, AggregateID: snap.OrderID, Version: 1, Order: &snap}, nil
+	return domain.CommandResult{AggregateType: domain.AggregateOrder, AggregateID: snap.OrderID, Version: 1, Order: &snap}, nil
 }
 
-func (c *recordingCommands) TransitionOrder(_ context.Context, _ postgres.Meta, id string, _ postgres.OrderTransition, reason string) (postgres.Result, error) {
+func (c *recordingCommands) TransitionOrder(_ context.Context, _ domain.CommandMeta, id string, _ domain.OrderTransition, reason string) (domain.CommandResult, error) {
 	c.record(func() error {
 		if !utf8.ValidString(reason) {
 			return errors.New("reason is not UTF-8")
@@ -191,7 +190,7 @@ func (c *recordingCommands) TransitionOrder(_ context.Context, _ postgres.Meta, 
 		return nil
 	})
 	snap := domain.OrderSnapshot{OrderID: id, Status: domain.StatusPaid, Version: 2}
-	return postgres.Result{AggregateType: domain.AggregateOrder, AggregateID: id, Version: 2, Order: &snap}, nil
+	return domain.CommandResult{AggregateType: domain.AggregateOrder, AggregateID: id, Version: 2, Order: &snap}, nil
 }
 
 // FuzzCommandHandler sends arbitrary bodies and headers to every command

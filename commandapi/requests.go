@@ -8,7 +8,6 @@ import (
 
 	"github.com/jetcqrs/jetcqrs/domain"
 	"github.com/jetcqrs/jetcqrs/internal/httpx"
-	"github.com/jetcqrs/jetcqrs/postgres"
 )
 
 // The request bodies of shared/API.md. Pointers tell "absent" from zero so
@@ -150,60 +149,60 @@ func DecodeTransition(body []byte) (reason string, err error) {
 	return reason, nil
 }
 
-func (a *API) createProduct(ctx context.Context, _ *http.Request, body []byte, meta postgres.Meta) (postgres.Result, error) {
+func (a *API) createProduct(ctx context.Context, _ *http.Request, body []byte, meta domain.CommandMeta) (domain.CommandResult, error) {
 	if err := domain.AuthorizeCreate(meta.Actor); err != nil {
-		return postgres.Result{}, err
+		return domain.CommandResult{}, err
 	}
 	cmd, err := DecodeCreateProduct(body)
 	if err != nil {
-		return postgres.Result{}, err
+		return domain.CommandResult{}, err
 	}
 	return a.cmds.CreateProduct(ctx, meta, cmd)
 }
 
-func (a *API) updateProduct(ctx context.Context, r *http.Request, body []byte, meta postgres.Meta) (postgres.Result, error) {
-	if err := domain.AuthorizeCreate(meta.Actor); err != nil {
-		return postgres.Result{}, err
+func (a *API) updateProduct(ctx context.Context, r *http.Request, body []byte, meta domain.CommandMeta) (domain.CommandResult, error) {
+	if err := domain.AuthorizeUpdate(meta.Actor); err != nil {
+		return domain.CommandResult{}, err
 	}
 	sku, err := skuParam(r)
 	if err != nil {
-		return postgres.Result{}, err
+		return domain.CommandResult{}, err
 	}
 	upd, err := DecodeUpdateProduct(body)
 	if err != nil {
-		return postgres.Result{}, err
+		return domain.CommandResult{}, err
 	}
 	return a.cmds.UpdateProduct(ctx, meta, sku, upd)
 }
 
-func (a *API) adjustInventory(ctx context.Context, r *http.Request, body []byte, meta postgres.Meta) (postgres.Result, error) {
-	if !meta.Actor.IsAdmin() {
-		return postgres.Result{}, domain.Errorf(domain.CodeForbidden, "only an admin may adjust inventory")
+func (a *API) adjustInventory(ctx context.Context, r *http.Request, body []byte, meta domain.CommandMeta) (domain.CommandResult, error) {
+	if err := domain.AuthorizeAdjust(meta.Actor); err != nil {
+		return domain.CommandResult{}, err
 	}
 	sku, err := skuParam(r)
 	if err != nil {
-		return postgres.Result{}, err
+		return domain.CommandResult{}, err
 	}
 	delta, reason, err := DecodeAdjustment(body)
 	if err != nil {
-		return postgres.Result{}, err
+		return domain.CommandResult{}, err
 	}
 	return a.cmds.AdjustInventory(ctx, meta, sku, delta, reason)
 }
 
-func (a *API) placeOrder(ctx context.Context, _ *http.Request, body []byte, meta postgres.Meta) (postgres.Result, error) {
+func (a *API) placeOrder(ctx context.Context, _ *http.Request, body []byte, meta domain.CommandMeta) (domain.CommandResult, error) {
 	cmd, err := DecodePlaceOrder(body)
 	if err != nil {
-		return postgres.Result{}, err
+		return domain.CommandResult{}, err
 	}
 	return a.cmds.PlaceOrder(ctx, meta, cmd)
 }
 
-func (a *API) transition(t postgres.OrderTransition) handler {
-	return func(ctx context.Context, r *http.Request, body []byte, meta postgres.Meta) (postgres.Result, error) {
+func (a *API) transition(t domain.OrderTransition) handler {
+	return func(ctx context.Context, r *http.Request, body []byte, meta domain.CommandMeta) (domain.CommandResult, error) {
 		reason, err := DecodeTransition(body)
 		if err != nil {
-			return postgres.Result{}, err
+			return domain.CommandResult{}, err
 		}
 		return a.cmds.TransitionOrder(ctx, meta, chi.URLParam(r, "id"), t, reason)
 	}

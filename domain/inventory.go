@@ -41,10 +41,13 @@ func (i *Inventory) bump() InventoryLevels {
 	return i.Levels()
 }
 
+// AuthorizeAdjust checks that actor may count stock in or out.
+func AuthorizeAdjust(actor Actor) error { return requireAdmin(actor, "adjust inventory") }
+
 // Adjust counts stock in (delta > 0) or out (delta < 0). Counting out more
 // than is unreserved fails with insufficient_stock and changes nothing.
 func (i *Inventory) Adjust(actor Actor, delta int64, reason string, now time.Time) (Event, error) {
-	if err := requireAdmin(actor, "adjust inventory"); err != nil {
+	if err := AuthorizeAdjust(actor); err != nil {
 		return Event{}, err
 	}
 	if delta == 0 || delta > MaxAdjustment || delta < -MaxAdjustment {

@@ -65,6 +65,12 @@ func (c PlaceOrder) Validate() error {
 	return checkText("payment.token", c.PaymentToken, 1, MaxPaymentTokenLen, false)
 }
 
+// Authorize checks that actor may place the order: an admin for anyone, a
+// customer for themselves.
+func (c PlaceOrder) Authorize(actor Actor) error {
+	return requireActFor(actor, c.UserID, "place orders")
+}
+
 // SKUs returns the command's SKUs in ascending order: the order in which stock
 // rows are locked, so that concurrent orders never deadlock.
 func (c PlaceOrder) SKUs() []string {
@@ -97,7 +103,7 @@ func PlaceNewOrder(id string, actor Actor, cmd PlaceOrder, catalog map[string]Ca
 	if err := cmd.Validate(); err != nil {
 		return nil, nil, err
 	}
-	if err := requireActFor(actor, cmd.UserID, "place orders"); err != nil {
+	if err := cmd.Authorize(actor); err != nil {
 		return nil, nil, err
 	}
 	now = now.UTC()
@@ -173,11 +179,102 @@ func (o *Order) Version() int64 { return o.s.Version }
 // Lines returns the order lines.
 func (o *Order) Lines() []OrderLine { return slices.Clone(o.s.Items) }
 
-func (o *Order) transition(from []OrderStatus, to OrderStatus, now time.Time) error {
-	if !slices.Contains(from, o.s.Status) {
-		return Errorf(CodeInvalidTransition, "order %s is %s and cannot become %s", o.s.OrderID, o.s.Status, to)
+// OrderTransition names a command that moves an order along its life cycle.
+type OrderTransition string
+
+const (
+	TransitionPay     OrderTransition = "pay"
+	TransitionShip    OrderTransition = "ship"
+	TransitionDeliver OrderTransition = "deliver"
+	TransitionCancel  OrderTransition = "cancel"
+)
+
+// OrderTransitions lists every transition.
+var OrderTransitions = []OrderTransition{TransitionPay, TransitionShip, TransitionDeliver, TransitionCancel}
+
+// transitionRule is who may apply a transition, from which statuses, and
+// whether it moves the order's stock.
+type transitionRule struct {
+	from       []OrderStatus
+	to         OrderStatus
+	adminOnly  bool   // else the owner or an admin
+	action     string // as the forbidden error names it
+	movesStock bool
+}
+
+var transitionRules = map[OrderTransition]transitionRule{
+	TransitionPay:     {from: []OrderStatus{StatusPlaced}, to: StatusPaid, action: "pay orders"},
+	TransitionShip:    {from: []OrderStatus{StatusPaid}, to: StatusShipped, adminOnly: true, action: "ship orders", movesStock: true},
+	TransitionDeliver: {from: []OrderStatus{StatusShipped}, to: StatusDelivered, adminOnly: true, action: "mark orders delivered"},
+	TransitionCancel:  {from: []OrderStatus{StatusPlaced, StatusPaid}, to: StatusCancelled, action: "cancel orders", movesStock: true},
+}
+
+func unknownTransition() error {
+	return invalid("transition", "must be one of pay, ship, deliver, cancel")
+}
+
+func (o *Order) authorize(actor Actor, r transitionRule) error {
+	if r.adminOnly {
+		return requireAdmin(actor, r.action)
 	}
-	o.s.Status = to
+	return requireActFor(actor, o.s.UserID, r.action)
+}
+
+// StockToLock checks that actor may apply t to the order at all and returns
+// the SKUs, in lock order, whose stock t would move from the order's current
+// status: every line's for ship and cancel when the status allows them, none
+// otherwise. The store locks those stock rows, and only those, before Apply.
+func (o *Order) StockToLock(actor Actor, t OrderTransition) ([]string, error) {
+	r, ok := transitionRules[t]
+	if !ok {
+		return nil, unknownTransition()
+	}
+	if err := o.authorize(actor, r); err != nil {
+		return nil, err
+	}
+	if !r.movesStock || !slices.Contains(r.from, o.s.Status) {
+		return nil, nil
+	}
+	return o.SKUs(), nil
+}
+
+// Apply runs the transition t (Pay, Ship, Deliver or Cancel) and returns its
+// events. stock must hold the inventories StockToLock named.
+func (o *Order) Apply(actor Actor, t OrderTransition, reason string, stock map[string]*Inventory, now time.Time) ([]Event, error) {
+	var ev Event
+	var err error
+	switch t {
+	case TransitionShip:
+		return o.Ship(actor, stock, now)
+	case TransitionCancel:
+		return o.Cancel(actor, reason, stock, now)
+	case TransitionPay:
+		ev, err = o.Pay(actor, now)
+	case TransitionDeliver:
+		ev, err = o.Deliver(actor, now)
+	default:
+		err = unknownTransition()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return []Event{ev}, nil
+}
+
+// begin authorizes actor, checks the reason given and moves the order along
+// t; on error nothing changes.
+func (o *Order) begin(actor Actor, t OrderTransition, reason string, now time.Time) error {
+	r := transitionRules[t]
+	if err := o.authorize(actor, r); err != nil {
+		return err
+	}
+	if err := checkText("reason", reason, 0, MaxReasonLen, false); err != nil {
+		return err
+	}
+	if !slices.Contains(r.from, o.s.Status) {
+		return Errorf(CodeInvalidTransition, "order %s is %s and cannot become %s", o.s.OrderID, o.s.Status, r.to)
+	}
+	o.s.Status = r.to
 	o.s.Version++
 	o.s.UpdatedAt = now.UTC()
 	return nil
@@ -189,10 +286,7 @@ func (o *Order) event(typ string, payload any) Event {
 
 // Pay marks a placed order paid. The owner or an admin may pay.
 func (o *Order) Pay(actor Actor, now time.Time) (Event, error) {
-	if err := requireActFor(actor, o.s.UserID, "pay orders"); err != nil {
-		return Event{}, err
-	}
-	if err := o.transition([]OrderStatus{StatusPlaced}, StatusPaid, now); err != nil {
+	if err := o.begin(actor, TransitionPay, "", now); err != nil {
 		return Event{}, err
 	}
 	return o.event(EventOrderPaid, OrderPaid{o.Snapshot()}), nil
@@ -202,11 +296,8 @@ func (o *Order) Pay(actor Actor, now time.Time) (Event, error) {
 // OrderShipped, then one InventoryShipped per line in SKU order. Admins only.
 // stock must hold the inventory of every line. On error nothing changes.
 func (o *Order) Ship(actor Actor, stock map[string]*Inventory, now time.Time) ([]Event, error) {
-	if err := requireAdmin(actor, "ship orders"); err != nil {
-		return nil, err
-	}
 	prev := o.Snapshot()
-	if err := o.transition([]OrderStatus{StatusPaid}, StatusShipped, now); err != nil {
+	if err := o.begin(actor, TransitionShip, "", now); err != nil {
 		return nil, err
 	}
 	events := []Event{o.event(EventOrderShipped, OrderShipped{o.Snapshot()})}
@@ -217,10 +308,7 @@ func (o *Order) Ship(actor Actor, stock map[string]*Inventory, now time.Time) ([
 
 // Deliver marks a shipped order delivered. Admins only.
 func (o *Order) Deliver(actor Actor, now time.Time) (Event, error) {
-	if err := requireAdmin(actor, "mark orders delivered"); err != nil {
-		return Event{}, err
-	}
-	if err := o.transition([]OrderStatus{StatusShipped}, StatusDelivered, now); err != nil {
+	if err := o.begin(actor, TransitionDeliver, "", now); err != nil {
 		return Event{}, err
 	}
 	return o.event(EventOrderDelivered, OrderDelivered{o.Snapshot()}), nil
@@ -230,14 +318,8 @@ func (o *Order) Deliver(actor Actor, now time.Time) (Event, error) {
 // OrderCancelled, then one InventoryReleased per line in SKU order. The owner or
 // an admin may cancel. On error nothing changes.
 func (o *Order) Cancel(actor Actor, reason string, stock map[string]*Inventory, now time.Time) ([]Event, error) {
-	if err := requireActFor(actor, o.s.UserID, "cancel orders"); err != nil {
-		return nil, err
-	}
-	if err := checkText("reason", reason, 0, MaxReasonLen, false); err != nil {
-		return nil, err
-	}
 	prev := o.Snapshot()
-	if err := o.transition([]OrderStatus{StatusPlaced, StatusPaid}, StatusCancelled, now); err != nil {
+	if err := o.begin(actor, TransitionCancel, reason, now); err != nil {
 		return nil, err
 	}
 	events := []Event{o.event(EventOrderCancelled, OrderCancelled{OrderSnapshot: o.Snapshot(), Reason: reason, PreviousStatus: prev.Status})}

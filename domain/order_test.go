@@ -278,27 +278,9 @@ func TestPlaceNewOrderInsufficientStock(t *testing.T) {
 	}
 }
 
-// applyOp runs one order command; "cancel" uses a fixed reason.
+// applyOp runs one order command through Apply; "cancel" gives a fixed reason.
 func applyOp(o *domain.Order, op string, actor domain.Actor, stock map[string]*domain.Inventory, now time.Time) ([]domain.Event, error) {
-	switch op {
-	case "pay":
-		ev, err := o.Pay(actor, now)
-		if err != nil {
-			return nil, err
-		}
-		return []domain.Event{ev}, nil
-	case "ship":
-		return o.Ship(actor, stock, now)
-	case "deliver":
-		ev, err := o.Deliver(actor, now)
-		if err != nil {
-			return nil, err
-		}
-		return []domain.Event{ev}, nil
-	case "cancel":
-		return o.Cancel(actor, "changed my mind", stock, now)
-	}
-	panic("unknown op " + op)
+	return o.Apply(actor, domain.OrderTransition(op), "changed my mind", stock, now)
 }
 
 // pathTo lists the admin commands that bring a placed order to a state.
@@ -394,6 +376,62 @@ func TestOrderTransitions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOrderStockToLock: the stock a transition would move is named only to an
+// actor allowed to apply it, and only when the order's status allows it.
+func TestOrderStockToLock(t *testing.T) {
+	t.Parallel()
+	lines := []string{"apple-1", "banana.2"}
+	tests := []struct {
+		from  string
+		op    domain.OrderTransition
+		actor domain.Actor
+		want  []string
+		code  domain.Code
+	}{
+		{from: "placed", op: domain.TransitionPay, actor: alice},
+		{from: "placed", op: domain.TransitionPay, actor: bob, code: domain.CodeForbidden},
+		{from: "paid", op: domain.TransitionShip, actor: admin, want: lines},
+		{from: "paid", op: domain.TransitionShip, actor: alice, code: domain.CodeForbidden},
+		{from: "placed", op: domain.TransitionShip, actor: admin},
+		{from: "shipped", op: domain.TransitionDeliver, actor: admin},
+		{from: "shipped", op: domain.TransitionDeliver, actor: alice, code: domain.CodeForbidden},
+		{from: "placed", op: domain.TransitionCancel, actor: alice, want: lines},
+		{from: "paid", op: domain.TransitionCancel, actor: admin, want: lines},
+		{from: "paid", op: domain.TransitionCancel, actor: bob, code: domain.CodeForbidden},
+		{from: "shipped", op: domain.TransitionCancel, actor: alice},
+		{from: "cancelled", op: domain.TransitionCancel, actor: alice},
+		{from: "placed", op: "refund", actor: admin, code: domain.CodeInvalidRequest},
+	}
+	for _, tc := range tests {
+		t.Run(tc.from+"/"+string(tc.op)+"/"+tc.actor.Subject, func(t *testing.T) {
+			t.Parallel()
+			o, _ := orderAt(t, tc.from)
+			before := o.Snapshot()
+			skus, err := o.StockToLock(tc.actor, tc.op)
+			if tc.code != "" {
+				requireCode(t, err, tc.code)
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			requireEqual(t, "stock to lock", skus, tc.want)
+			requireEqual(t, "order", o.Snapshot(), before)
+		})
+	}
+}
+
+func TestOrderApplyUnknownTransition(t *testing.T) {
+	t.Parallel()
+	o, stock := orderAt(t, "placed")
+	before, beforeLevels := o.Snapshot(), levelsOf(stock)
+	evs, err := o.Apply(admin, "refund", "", stock, t0.Add(time.Hour))
+	requireInvalid(t, err, "transition")
+	if evs != nil {
+		t.Errorf("%d events with an error", len(evs))
+	}
+	requireEqual(t, "order", o.Snapshot(), before)
+	requireEqual(t, "levels", levelsOf(stock), beforeLevels)
 }
 
 func TestOrderLifecyclePayloads(t *testing.T) {

@@ -82,9 +82,12 @@ type Product struct {
 	s ProductSnapshot
 }
 
-// NewProduct validates c and returns the new product at version 1 with its
-// ProductCreated event.
-func NewProduct(c CreateProduct, now time.Time) (*Product, Event, error) {
+// NewProduct checks that actor may create products, validates c and returns
+// the new product at version 1 with its ProductCreated event.
+func NewProduct(actor Actor, c CreateProduct, now time.Time) (*Product, Event, error) {
+	if err := AuthorizeCreate(actor); err != nil {
+		return nil, Event{}, err
+	}
 	if err := c.Validate(); err != nil {
 		return nil, Event{}, err
 	}
@@ -127,7 +130,7 @@ func (p *Product) Version() int64 { return p.s.Version }
 // (version and updated_at advance) so that retries are visible and idempotent
 // through the Idempotency-Key, not through guessing.
 func (p *Product) Update(actor Actor, u UpdateProduct, now time.Time) (Event, error) {
-	if err := requireAdmin(actor, "update products"); err != nil {
+	if err := AuthorizeUpdate(actor); err != nil {
 		return Event{}, err
 	}
 	if err := u.Validate(); err != nil {
@@ -163,3 +166,6 @@ func (p *Product) Update(actor Actor, u UpdateProduct, now time.Time) (Event, er
 
 // AuthorizeCreate checks that actor may create products.
 func AuthorizeCreate(actor Actor) error { return requireAdmin(actor, "create products") }
+
+// AuthorizeUpdate checks that actor may update products.
+func AuthorizeUpdate(actor Actor) error { return requireAdmin(actor, "update products") }

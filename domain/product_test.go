@@ -11,7 +11,7 @@ func TestNewProduct(t *testing.T) {
 	t.Parallel()
 	cmd := validCreate()
 	at := t0.Add(time.Hour)
-	p, ev, err := domain.NewProduct(cmd, at.In(time.FixedZone("UTC+9", 9*3600)))
+	p, ev, err := domain.NewProduct(admin, cmd, at.In(time.FixedZone("UTC+9", 9*3600)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,11 +34,20 @@ func TestNewProduct(t *testing.T) {
 	requireEqual(t, "ProductCreated", payloadAs[domain.ProductCreated](t, ev), domain.ProductCreated{ProductSnapshot: want})
 }
 
+func TestNewProductByCustomerIsForbidden(t *testing.T) {
+	t.Parallel()
+	p, _, err := domain.NewProduct(alice, validCreate(), t0)
+	requireCode(t, err, domain.CodeForbidden)
+	if p != nil {
+		t.Errorf("got a product with an error")
+	}
+}
+
 func TestNewProductWithoutAttributes(t *testing.T) {
 	t.Parallel()
 	cmd := validCreate()
 	cmd.Attributes = nil
-	p, ev, err := domain.NewProduct(cmd, t0)
+	p, ev, err := domain.NewProduct(admin, cmd, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +62,7 @@ func TestNewProductWithoutAttributes(t *testing.T) {
 func TestProductAttributesAreCopied(t *testing.T) {
 	t.Parallel()
 	cmd := validCreate()
-	p, ev, err := domain.NewProduct(cmd, t0)
+	p, ev, err := domain.NewProduct(admin, cmd, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +155,7 @@ func TestProductUpdate(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			p, _, err := domain.NewProduct(validCreate(), t0)
+			p, _, err := domain.NewProduct(admin, validCreate(), t0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -173,7 +182,7 @@ func TestProductUpdate(t *testing.T) {
 
 func TestProductUpdateVersionsGrow(t *testing.T) {
 	t.Parallel()
-	p, _, err := domain.NewProduct(validCreate(), t0)
+	p, _, err := domain.NewProduct(admin, validCreate(), t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +216,7 @@ func TestProductUpdateRejected(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			p, _, err := domain.NewProduct(validCreate(), t0)
+			p, _, err := domain.NewProduct(admin, validCreate(), t0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -225,9 +234,11 @@ func TestProductUpdateRejected(t *testing.T) {
 	}
 }
 
-func TestAuthorizeCreate(t *testing.T) {
+// TestAuthorizeAdminCommands: only admins create and update products and
+// adjust inventory.
+func TestAuthorizeAdminCommands(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
+	actors := []struct {
 		actor domain.Actor
 		ok    bool
 	}{
@@ -237,24 +248,28 @@ func TestAuthorizeCreate(t *testing.T) {
 		{actor: domain.Actor{Subject: "x", Role: "Admin"}},
 		{actor: domain.Actor{}},
 	}
-	for _, tc := range tests {
-		t.Run(string(tc.actor.Role)+"/"+tc.actor.Subject, func(t *testing.T) {
-			t.Parallel()
-			err := domain.AuthorizeCreate(tc.actor)
-			if tc.ok {
-				if err != nil {
-					t.Fatal(err)
+	for name, authorize := range map[string]func(domain.Actor) error{
+		"create": domain.AuthorizeCreate, "update": domain.AuthorizeUpdate, "adjust": domain.AuthorizeAdjust,
+	} {
+		for _, tc := range actors {
+			t.Run(name+"/"+string(tc.actor.Role)+"/"+tc.actor.Subject, func(t *testing.T) {
+				t.Parallel()
+				err := authorize(tc.actor)
+				if tc.ok {
+					if err != nil {
+						t.Fatal(err)
+					}
+					return
 				}
-				return
-			}
-			requireCode(t, err, domain.CodeForbidden)
-		})
+				requireCode(t, err, domain.CodeForbidden)
+			})
+		}
 	}
 }
 
 func TestRehydrateProductRoundTrip(t *testing.T) {
 	t.Parallel()
-	p, _, err := domain.NewProduct(validCreate(), t0)
+	p, _, err := domain.NewProduct(admin, validCreate(), t0)
 	if err != nil {
 		t.Fatal(err)
 	}

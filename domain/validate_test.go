@@ -238,7 +238,7 @@ func TestCreateProductValidate(t *testing.T) {
 			cmd := validCreate()
 			tc.mutate(&cmd)
 			err := cmd.Validate()
-			p, ev, perr := domain.NewProduct(cmd, t0)
+			p, ev, perr := domain.NewProduct(admin, cmd, t0)
 			if tc.wantField == "" {
 				if err != nil {
 					t.Fatalf("Validate: %v", err)

@@ -17,133 +17,124 @@ func notFound(kind, id string) error {
 }
 
 // CreateProduct adds a product and its empty stock record.
-func (s *Store) CreateProduct(ctx context.Context, meta Meta, cmd domain.CreateProduct) (Result, error) {
+func (s *Store) CreateProduct(ctx context.Context, meta domain.CommandMeta, cmd domain.CreateProduct) (domain.CommandResult, error) {
 	if err := domain.AuthorizeCreate(meta.Actor); err != nil {
-		return Result{}, err
+		return domain.CommandResult{}, err
 	}
 	if err := domain.CheckVersion(meta.ExpectedVersion, 0); err != nil {
-		return Result{}, err
+		return domain.CommandResult{}, err
 	}
-	if err := cmd.Validate(); err != nil {
-		return Result{}, err
-	}
-	return s.run(ctx, "create product", meta, func(tx Querier, w *writer) (Result, error) {
-		p, ev, err := domain.NewProduct(cmd, w.now)
+	return s.run(ctx, "create product", meta, func(tx Querier, w *writer) (domain.CommandResult, error) {
+		p, ev, err := domain.NewProduct(meta.Actor, cmd, w.now)
 		if err != nil {
-			return Result{}, err
+			return domain.CommandResult{}, err
 		}
 		snap := p.Snapshot()
 		attrs, err := json.Marshal(snap.Attributes)
 		if err != nil {
-			return Result{}, err
+			return domain.CommandResult{}, err
 		}
 		tag, err := tx.Exec(ctx, `INSERT INTO products (sku, name, description, category, price_cents, attributes, version, created_at, updated_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (sku) DO NOTHING`,
 			snap.SKU, snap.Name, snap.Description, snap.Category, snap.PriceCents, string(attrs), snap.Version, snap.CreatedAt)
 		if err != nil {
-			return Result{}, err
+			return domain.CommandResult{}, err
 		}
 		if tag.RowsAffected() == 0 {
-			return Result{}, &domain.Error{Code: domain.CodeAlreadyExists, SKU: snap.SKU, Message: "product " + snap.SKU + " already exists"}
+			return domain.CommandResult{}, &domain.Error{Code: domain.CodeAlreadyExists, SKU: snap.SKU, Message: "product " + snap.SKU + " already exists"}
 		}
 		w.write(`INSERT INTO inventory (sku, on_hand, reserved, version, updated_at) VALUES ($1, 0, 0, 0, $2)`, snap.SKU, snap.CreatedAt)
 		w.emit(ev)
-		return Result{AggregateType: domain.AggregateProduct, AggregateID: snap.SKU, Version: snap.Version, Product: &snap}, nil
+		return domain.CommandResult{AggregateType: domain.AggregateProduct, AggregateID: snap.SKU, Version: snap.Version, Product: &snap}, nil
 	})
 }
 
 // UpdateProduct changes a product's catalog data.
-func (s *Store) UpdateProduct(ctx context.Context, meta Meta, sku string, upd domain.UpdateProduct) (Result, error) {
-	if err := domain.AuthorizeCreate(meta.Actor); err != nil {
-		return Result{}, err
+func (s *Store) UpdateProduct(ctx context.Context, meta domain.CommandMeta, sku string, upd domain.UpdateProduct) (domain.CommandResult, error) {
+	if err := domain.AuthorizeUpdate(meta.Actor); err != nil {
+		return domain.CommandResult{}, err
 	}
-	if err := upd.Validate(); err != nil {
-		return Result{}, err
-	}
-	return s.run(ctx, "update product", meta, func(tx Querier, w *writer) (Result, error) {
+	return s.run(ctx, "update product", meta, func(tx Querier, w *writer) (domain.CommandResult, error) {
 		var snap domain.ProductSnapshot
 		var attrs []byte
 		err := tx.QueryRow(ctx, `SELECT sku, name, description, category, price_cents, attributes, version, created_at, updated_at
 			FROM products WHERE sku = $1 FOR NO KEY UPDATE`, sku).
 			Scan(&snap.SKU, &snap.Name, &snap.Description, &snap.Category, &snap.PriceCents, &attrs, &snap.Version, &snap.CreatedAt, &snap.UpdatedAt)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return Result{}, notFound("product", sku)
+			return domain.CommandResult{}, notFound("product", sku)
 		}
 		if err != nil {
-			return Result{}, err
+			return domain.CommandResult{}, err
 		}
 		if err := json.Unmarshal(attrs, &snap.Attributes); err != nil {
-			return Result{}, fmt.Errorf("product %s attributes: %w", sku, err)
+			return domain.CommandResult{}, fmt.Errorf("product %s attributes: %w", sku, err)
 		}
 		if err := domain.CheckVersion(meta.ExpectedVersion, snap.Version); err != nil {
-			return Result{}, err
+			return domain.CommandResult{}, err
 		}
 		p := domain.RehydrateProduct(snap)
 		ev, err := p.Update(meta.Actor, upd, w.now)
 		if err != nil {
-			return Result{}, err
+			return domain.CommandResult{}, err
 		}
 		next := p.Snapshot()
 		newAttrs, err := json.Marshal(next.Attributes)
 		if err != nil {
-			return Result{}, err
+			return domain.CommandResult{}, err
 		}
 		w.update(1, `UPDATE products SET name = $2, description = $3, category = $4, price_cents = $5, attributes = $6,
 			version = $7, updated_at = $8 WHERE sku = $1 AND version = $9`,
 			next.SKU, next.Name, next.Description, next.Category, next.PriceCents, string(newAttrs), next.Version, next.UpdatedAt, snap.Version)
 		w.emit(ev)
-		return Result{AggregateType: domain.AggregateProduct, AggregateID: next.SKU, Version: next.Version, Product: &next}, nil
+		return domain.CommandResult{AggregateType: domain.AggregateProduct, AggregateID: next.SKU, Version: next.Version, Product: &next}, nil
 	})
 }
 
 // AdjustInventory counts stock of one SKU in or out.
-func (s *Store) AdjustInventory(ctx context.Context, meta Meta, sku string, delta int64, reason string) (Result, error) {
-	if !meta.Actor.IsAdmin() {
-		return Result{}, domain.Errorf(domain.CodeForbidden, "only an admin may adjust inventory")
+func (s *Store) AdjustInventory(ctx context.Context, meta domain.CommandMeta, sku string, delta int64, reason string) (domain.CommandResult, error) {
+	if err := domain.AuthorizeAdjust(meta.Actor); err != nil {
+		return domain.CommandResult{}, err
 	}
-	return s.run(ctx, "adjust inventory", meta, func(tx Querier, w *writer) (Result, error) {
+	return s.run(ctx, "adjust inventory", meta, func(tx Querier, w *writer) (domain.CommandResult, error) {
 		stock, err := lockInventory(ctx, tx, []string{sku})
 		if err != nil {
-			return Result{}, err
+			return domain.CommandResult{}, err
 		}
 		inv := stock[sku]
 		if inv == nil {
-			return Result{}, notFound("inventory of sku", sku)
+			return domain.CommandResult{}, notFound("inventory of sku", sku)
 		}
 		if err := domain.CheckVersion(meta.ExpectedVersion, inv.Version()); err != nil {
-			return Result{}, err
+			return domain.CommandResult{}, err
 		}
 		ev, err := inv.Adjust(meta.Actor, delta, reason, w.now)
 		if err != nil {
-			return Result{}, err
+			return domain.CommandResult{}, err
 		}
 		w.saveInventory(stock, []string{sku})
 		w.emit(ev)
 		lv := inv.Levels()
-		return Result{AggregateType: domain.AggregateInventory, AggregateID: sku, Version: lv.Version, Inventory: &lv}, nil
+		return domain.CommandResult{AggregateType: domain.AggregateInventory, AggregateID: sku, Version: lv.Version, Inventory: &lv}, nil
 	})
 }
 
 // PlaceOrder prices an order from the catalog, reserves its stock and stores it.
 // Stock rows are locked in SKU order, so concurrent orders cannot deadlock and
 // cannot oversell.
-func (s *Store) PlaceOrder(ctx context.Context, meta Meta, cmd domain.PlaceOrder) (Result, error) {
-	if err := cmd.Validate(); err != nil {
-		return Result{}, err
-	}
-	if !meta.Actor.CanActFor(cmd.UserID) {
-		return Result{}, domain.Errorf(domain.CodeForbidden, "not allowed to place orders for another user")
+func (s *Store) PlaceOrder(ctx context.Context, meta domain.CommandMeta, cmd domain.PlaceOrder) (domain.CommandResult, error) {
+	if err := cmd.Authorize(meta.Actor); err != nil {
+		return domain.CommandResult{}, err
 	}
 	if err := domain.CheckVersion(meta.ExpectedVersion, 0); err != nil {
-		return Result{}, err
+		return domain.CommandResult{}, err
 	}
-	return s.run(ctx, "place order", meta, func(tx Querier, w *writer) (Result, error) {
+	return s.run(ctx, "place order", meta, func(tx Querier, w *writer) (domain.CommandResult, error) {
 		skus := cmd.SKUs()
 		rows, err := tx.Query(ctx, `SELECT i.sku, i.on_hand, i.reserved, i.version, p.name, p.category, p.price_cents
 			FROM inventory i JOIN products p ON p.sku = i.sku
 			WHERE i.sku = ANY($1) ORDER BY i.sku FOR UPDATE OF i`, skus)
 		if err != nil {
-			return Result{}, err
+			return domain.CommandResult{}, err
 		}
 		catalog := make(map[string]domain.CatalogEntry, len(skus))
 		stock := make(map[string]*domain.Inventory, len(skus))
@@ -156,15 +147,15 @@ func (s *Store) PlaceOrder(ctx context.Context, meta Meta, cmd domain.PlaceOrder
 			return nil
 		})
 		if err != nil {
-			return Result{}, err
+			return domain.CommandResult{}, err
 		}
 		id, err := uuid.NewV7()
 		if err != nil {
-			return Result{}, err
+			return domain.CommandResult{}, err
 		}
 		order, events, err := domain.PlaceNewOrder(id.String(), meta.Actor, cmd, catalog, stock, w.now)
 		if err != nil {
-			return Result{}, err
+			return domain.CommandResult{}, err
 		}
 		snap := order.Snapshot()
 		w.write(`INSERT INTO orders (id, user_id, status, total_cents, payment_method, version, placed_at, updated_at)
@@ -189,73 +180,39 @@ func (s *Store) PlaceOrder(ctx context.Context, meta Meta, cmd domain.PlaceOrder
 	})
 }
 
-// OrderTransition names the order commands that move an order along.
-type OrderTransition string
-
-const (
-	TransitionPay     OrderTransition = "pay"
-	TransitionShip    OrderTransition = "ship"
-	TransitionDeliver OrderTransition = "deliver"
-	TransitionCancel  OrderTransition = "cancel"
-)
-
 // TransitionOrder pays, ships, delivers or cancels an order. Ship and cancel
-// also move its stock (shipped units leave, cancelled reservations return).
-func (s *Store) TransitionOrder(ctx context.Context, meta Meta, orderID string, t OrderTransition, reason string) (Result, error) {
+// also move its stock (shipped units leave, cancelled reservations return):
+// the stock rows are locked, in SKU order, only when the order may move.
+func (s *Store) TransitionOrder(ctx context.Context, meta domain.CommandMeta, orderID string, t domain.OrderTransition, reason string) (domain.CommandResult, error) {
 	id, err := uuid.Parse(orderID)
 	if err != nil {
-		return Result{}, notFound("order", orderID)
+		return domain.CommandResult{}, notFound("order", orderID)
 	}
-	return s.run(ctx, string(t)+" order", meta, func(tx Querier, w *writer) (Result, error) {
+	return s.run(ctx, string(t)+" order", meta, func(tx Querier, w *writer) (domain.CommandResult, error) {
 		order, err := loadOrder(ctx, tx, id)
 		if err != nil {
-			return Result{}, err
+			return domain.CommandResult{}, err
 		}
-		if !meta.Actor.CanActFor(order.UserID()) {
-			return Result{}, domain.Errorf(domain.CodeForbidden, "not allowed to act on another user's order")
-		}
-		if err := domain.CheckVersion(meta.ExpectedVersion, order.Version()); err != nil {
-			return Result{}, err
+		skus, err := order.StockToLock(meta.Actor, t)
+		if err != nil {
+			return domain.CommandResult{}, err
 		}
 		prevVersion := order.Version()
-		var events []domain.Event
+		if err := domain.CheckVersion(meta.ExpectedVersion, prevVersion); err != nil {
+			return domain.CommandResult{}, err
+		}
 		var stock map[string]*domain.Inventory
-		switch t {
-		case TransitionPay:
-			ev, err := order.Pay(meta.Actor, w.now)
-			if err != nil {
-				return Result{}, err
+		if len(skus) > 0 {
+			if stock, err = lockInventory(ctx, tx, skus); err != nil {
+				return domain.CommandResult{}, err
 			}
-			events = []domain.Event{ev}
-		case TransitionDeliver:
-			ev, err := order.Deliver(meta.Actor, w.now)
-			if err != nil {
-				return Result{}, err
-			}
-			events = []domain.Event{ev}
-		case TransitionShip, TransitionCancel:
-			if t == TransitionShip && !meta.Actor.IsAdmin() {
-				return Result{}, domain.Errorf(domain.CodeForbidden, "only an admin may ship orders")
-			}
-			// Check the transition before locking stock rows it would not touch.
-			if st := order.Status(); (t == TransitionShip && st != domain.StatusPaid) ||
-				(t == TransitionCancel && st != domain.StatusPlaced && st != domain.StatusPaid) {
-				return Result{}, domain.Errorf(domain.CodeInvalidTransition, "order %s is %s and cannot be %s", orderID, st, pastTense(t))
-			}
-			if stock, err = lockInventory(ctx, tx, order.SKUs()); err != nil {
-				return Result{}, err
-			}
-			if t == TransitionShip {
-				events, err = order.Ship(meta.Actor, stock, w.now)
-			} else {
-				events, err = order.Cancel(meta.Actor, reason, stock, w.now)
-			}
-			if err != nil {
-				return Result{}, err
-			}
-			w.saveInventory(stock, order.SKUs())
-		default:
-			return Result{}, fmt.Errorf("unknown order transition %q", t)
+		}
+		events, err := order.Apply(meta.Actor, t, reason, stock, w.now)
+		if err != nil {
+			return domain.CommandResult{}, err
+		}
+		if len(skus) > 0 {
+			w.saveInventory(stock, skus)
 		}
 		snap := order.Snapshot()
 		w.update(1, `UPDATE orders SET status = $2, version = $3, updated_at = $4 WHERE id = $1 AND version = $5`,
@@ -265,21 +222,8 @@ func (s *Store) TransitionOrder(ctx context.Context, meta Meta, orderID string, 
 	})
 }
 
-func pastTense(t OrderTransition) string {
-	switch t {
-	case TransitionShip:
-		return "shipped"
-	case TransitionCancel:
-		return "cancelled"
-	case TransitionPay:
-		return "paid"
-	default:
-		return "delivered"
-	}
-}
-
-func orderResult(snap domain.OrderSnapshot) Result {
-	return Result{AggregateType: domain.AggregateOrder, AggregateID: snap.OrderID, Version: snap.Version, Order: &snap}
+func orderResult(snap domain.OrderSnapshot) domain.CommandResult {
+	return domain.CommandResult{AggregateType: domain.AggregateOrder, AggregateID: snap.OrderID, Version: snap.Version, Order: &snap}
 }
 
 // lockInventory locks the stock rows of skus in SKU order and returns those

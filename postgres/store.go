@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,34 +14,6 @@ import (
 
 	"github.com/jetcqrs/jetcqrs/domain"
 )
-
-// Meta is what a command carries besides its own fields.
-type Meta struct {
-	Actor domain.Actor
-	// ExpectedVersion, when set, is the If-Match version the aggregate must have.
-	ExpectedVersion *int64
-	// IdempotencyKey, when set, makes the command replay-safe: the first
-	// successful result is stored and returned for every retry with the same
-	// key and RequestHash.
-	IdempotencyKey string
-	// RequestHash identifies the request the key was first used with.
-	RequestHash []byte
-	// TraceParent is the W3C trace context stored with the events.
-	TraceParent string
-}
-
-// Result is what a successful command returns and what an idempotent replay
-// returns again, byte for byte. Exactly one of Order, Product, Inventory is set.
-type Result struct {
-	AggregateType string                  `json:"aggregate_type"`
-	AggregateID   string                  `json:"aggregate_id"`
-	Version       int64                   `json:"version"`
-	Order         *domain.OrderSnapshot   `json:"order,omitempty"`
-	Product       *domain.ProductSnapshot `json:"product,omitempty"`
-	Inventory     *domain.InventoryLevels `json:"inventory,omitempty"`
-	// Replayed is true when the result comes from a stored idempotency record.
-	Replayed bool `json:"-"`
-}
 
 // Hooks let tests inject faults at the points where a crash or an error is the
 // most dangerous. Production code leaves them nil.
@@ -90,7 +61,7 @@ var errKeyReused = &domain.Error{Code: domain.CodeIdempotencyKeyReused,
 // the key row is inserted first (a concurrent retry with the same key waits on
 // it), fn's result is stored in it, and both commit or roll back together. A
 // failed command leaves no key behind, so the client may retry it.
-func (s *Store) run(ctx context.Context, command string, meta Meta, fn func(tx Querier, w *writer) (Result, error)) (Result, error) {
+func (s *Store) run(ctx context.Context, command string, meta domain.CommandMeta, fn func(tx Querier, w *writer) (domain.CommandResult, error)) (domain.CommandResult, error) {
 	for attempt := 0; ; attempt++ {
 		res, err := s.runOnce(ctx, command, meta, fn)
 		if err != nil && attempt < 2 && retryable(err) {
@@ -103,10 +74,10 @@ func (s *Store) run(ctx context.Context, command string, meta Meta, fn func(tx Q
 // runOnce runs fn in one transaction of two round trips: BEGIN goes with the
 // first read (the idempotency claim or fn's), and the writes, the stored
 // result and COMMIT go together.
-func (s *Store) runOnce(ctx context.Context, command string, meta Meta, fn func(tx Querier, w *writer) (Result, error)) (res Result, err error) {
+func (s *Store) runOnce(ctx context.Context, command string, meta domain.CommandMeta, fn func(tx Querier, w *writer) (domain.CommandResult, error)) (res domain.CommandResult, err error) {
 	pc, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return Result{}, fmt.Errorf("%s: connection: %w", command, err)
+		return domain.CommandResult{}, fmt.Errorf("%s: connection: %w", command, err)
 	}
 	defer pc.Release()
 	tx := &txn{conn: pc.Conn()}
@@ -119,7 +90,7 @@ func (s *Store) runOnce(ctx context.Context, command string, meta Meta, fn func(
 	if meta.IdempotencyKey != "" {
 		stored, found, err := claimKey(ctx, tx, meta)
 		if err != nil {
-			return Result{}, fmt.Errorf("%s: %w", command, err)
+			return domain.CommandResult{}, fmt.Errorf("%s: %w", command, err)
 		}
 		if found {
 			stored.Replayed = true
@@ -129,26 +100,26 @@ func (s *Store) runOnce(ctx context.Context, command string, meta Meta, fn func(
 	w := &writer{now: s.now().UTC().Truncate(time.Microsecond), meta: meta}
 	res, err = fn(tx, w)
 	if err != nil {
-		return Result{}, err
+		return domain.CommandResult{}, err
 	}
 	if meta.IdempotencyKey != "" {
 		body, err := json.Marshal(res)
 		if err != nil {
-			return Result{}, fmt.Errorf("%s: encode result: %w", command, err)
+			return domain.CommandResult{}, fmt.Errorf("%s: encode result: %w", command, err)
 		}
 		w.update(1, `UPDATE idempotency_keys SET result = $3 WHERE scope = $1 AND key = $2`,
 			meta.Actor.Subject, meta.IdempotencyKey, body)
 	}
 	hook := s.hooks.AfterWrite
 	if err := w.flush(ctx, tx, hook == nil); err != nil {
-		return Result{}, fmt.Errorf("%s: write: %w", command, err)
+		return domain.CommandResult{}, fmt.Errorf("%s: write: %w", command, err)
 	}
 	if hook != nil {
 		if err := hook(ctx, tx, command); err != nil {
-			return Result{}, err
+			return domain.CommandResult{}, err
 		}
 		if _, err := tx.Exec(ctx, "COMMIT"); err != nil {
-			return Result{}, fmt.Errorf("%s: commit: %w", command, err)
+			return domain.CommandResult{}, fmt.Errorf("%s: commit: %w", command, err)
 		}
 	}
 	committed = true
@@ -158,40 +129,29 @@ func (s *Store) runOnce(ctx context.Context, command string, meta Meta, fn func(
 // claimKey inserts the idempotency row or, when it exists, returns its stored
 // result. A row inserted by a transaction still running blocks the insert
 // until that transaction ends.
-func claimKey(ctx context.Context, tx Querier, meta Meta) (Result, bool, error) {
+func claimKey(ctx context.Context, tx Querier, meta domain.CommandMeta) (domain.CommandResult, bool, error) {
 	tag, err := tx.Exec(ctx, `INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3)
 		ON CONFLICT (scope, key) DO NOTHING`, meta.Actor.Subject, meta.IdempotencyKey, meta.RequestHash)
 	if err != nil {
-		return Result{}, false, fmt.Errorf("idempotency key: %w", err)
+		return domain.CommandResult{}, false, fmt.Errorf("idempotency key: %w", err)
 	}
 	if tag.RowsAffected() == 1 {
-		return Result{}, false, nil
+		return domain.CommandResult{}, false, nil
 	}
 	var hash, body []byte
 	err = tx.QueryRow(ctx, `SELECT request_hash, result FROM idempotency_keys WHERE scope = $1 AND key = $2`,
 		meta.Actor.Subject, meta.IdempotencyKey).Scan(&hash, &body)
 	if err != nil {
-		return Result{}, false, fmt.Errorf("idempotency key: %w", err)
+		return domain.CommandResult{}, false, fmt.Errorf("idempotency key: %w", err)
 	}
 	if string(hash) != string(meta.RequestHash) {
-		return Result{}, false, errKeyReused
+		return domain.CommandResult{}, false, errKeyReused
 	}
-	var res Result
+	var res domain.CommandResult
 	if err := json.Unmarshal(body, &res); err != nil {
-		return Result{}, false, fmt.Errorf("idempotency key: stored result: %w", err)
+		return domain.CommandResult{}, false, fmt.Errorf("idempotency key: stored result: %w", err)
 	}
 	return res, true, nil
-}
-
-// HashRequest returns the fingerprint an idempotency key is bound to.
-func HashRequest(method, path string, body []byte) []byte {
-	h := sha256.New()
-	h.Write([]byte(method))
-	h.Write([]byte{0})
-	h.Write([]byte(path))
-	h.Write([]byte{0})
-	h.Write(body)
-	return h.Sum(nil)
 }
 
 // PruneIdempotencyKeys deletes keys older than maxAge and returns how many.
@@ -218,7 +178,7 @@ func retryable(err error) bool {
 // writer collects a command's writes and sends them to the server in one batch.
 type writer struct {
 	now    time.Time
-	meta   Meta
+	meta   domain.CommandMeta
 	batch  pgx.Batch
 	events []domain.Event
 }

@@ -40,14 +40,14 @@ func newFixture(t *testing.T, opts ...postgres.Option) *fixture {
 	return &fixture{store: postgres.NewStore(pool, opts...), pool: pool}
 }
 
-func as(actor domain.Actor) postgres.Meta { return postgres.Meta{Actor: actor} }
+func as(actor domain.Actor) domain.CommandMeta { return domain.CommandMeta{Actor: actor} }
 
-func keyed(actor domain.Actor, key, request string) postgres.Meta {
-	return postgres.Meta{Actor: actor, IdempotencyKey: key, RequestHash: postgres.HashRequest("POST", "/test", []byte(request))}
+func keyed(actor domain.Actor, key, request string) domain.CommandMeta {
+	return domain.CommandMeta{Actor: actor, IdempotencyKey: key, RequestHash: []byte(request)}
 }
 
-func expecting(actor domain.Actor, version int64) postgres.Meta {
-	return postgres.Meta{Actor: actor, ExpectedVersion: &version}
+func expecting(actor domain.Actor, version int64) domain.CommandMeta {
+	return domain.CommandMeta{Actor: actor, ExpectedVersion: &version}
 }
 
 func product(sku string, price int64) domain.CreateProduct {
@@ -86,7 +86,7 @@ func (f *fixture) place(t *testing.T, actor domain.Actor, cmd domain.PlaceOrder)
 	return res.AggregateID
 }
 
-func (f *fixture) transition(t *testing.T, actor domain.Actor, id string, tr postgres.OrderTransition) postgres.Result {
+func (f *fixture) transition(t *testing.T, actor domain.Actor, id string, tr domain.OrderTransition) domain.CommandResult {
 	t.Helper()
 	res, err := f.store.TransitionOrder(t.Context(), as(actor), id, tr, "")
 	if err != nil {
@@ -233,12 +233,12 @@ func TestStoreLifeCycle(t *testing.T) {
 	}
 	for _, step := range []struct {
 		actor  domain.Actor
-		tr     postgres.OrderTransition
+		tr     domain.OrderTransition
 		status domain.OrderStatus
 	}{
-		{alice, postgres.TransitionPay, domain.StatusPaid},
-		{admin, postgres.TransitionShip, domain.StatusShipped},
-		{admin, postgres.TransitionDeliver, domain.StatusDelivered},
+		{alice, domain.TransitionPay, domain.StatusPaid},
+		{admin, domain.TransitionShip, domain.StatusShipped},
+		{admin, domain.TransitionDeliver, domain.StatusDelivered},
 	} {
 		res := f.transition(t, step.actor, id, step.tr)
 		if res.Order.Status != step.status || res.Version != res.Order.Version || res.AggregateID != id {
@@ -267,7 +267,7 @@ func TestStoreOrderPricesFromCatalog(t *testing.T) {
 			t.Errorf("order %s total %d, want %d", id, n, want)
 		}
 	}
-	res := f.transition(t, alice, first, postgres.TransitionCancel)
+	res := f.transition(t, alice, first, domain.TransitionCancel)
 	if res.Order.TotalCents != 200 || res.Order.Items[0].PriceCents != 100 || res.Order.Items[0].Name != "Product price-1" {
 		t.Errorf("the cancelled order lost its placement prices: %+v", res.Order)
 	}
@@ -337,39 +337,39 @@ func TestStoreErrors(t *testing.T) {
 			return err
 		}, domain.CodeVersionMismatch, ""},
 		{"transition: malformed id", func() error {
-			_, err := f.store.TransitionOrder(ctx, as(admin), "x'; DROP TABLE orders; --", postgres.TransitionPay, "")
+			_, err := f.store.TransitionOrder(ctx, as(admin), "x'; DROP TABLE orders; --", domain.TransitionPay, "")
 			return err
 		}, domain.CodeNotFound, ""},
 		{"transition: unknown id", func() error {
-			_, err := f.store.TransitionOrder(ctx, as(admin), uuid.NewString(), postgres.TransitionCancel, "")
+			_, err := f.store.TransitionOrder(ctx, as(admin), uuid.NewString(), domain.TransitionCancel, "")
 			return err
 		}, domain.CodeNotFound, ""},
 		{"transition: ship placed", func() error {
-			_, err := f.store.TransitionOrder(ctx, as(admin), placed, postgres.TransitionShip, "")
+			_, err := f.store.TransitionOrder(ctx, as(admin), placed, domain.TransitionShip, "")
 			return err
 		}, domain.CodeInvalidTransition, ""},
 		{"transition: deliver placed", func() error {
-			_, err := f.store.TransitionOrder(ctx, as(admin), placed, postgres.TransitionDeliver, "")
+			_, err := f.store.TransitionOrder(ctx, as(admin), placed, domain.TransitionDeliver, "")
 			return err
 		}, domain.CodeInvalidTransition, ""},
 		{"transition: other user's", func() error {
-			_, err := f.store.TransitionOrder(ctx, as(bob), placed, postgres.TransitionCancel, "")
+			_, err := f.store.TransitionOrder(ctx, as(bob), placed, domain.TransitionCancel, "")
 			return err
 		}, domain.CodeForbidden, ""},
 		{"transition: customer ships", func() error {
-			_, err := f.store.TransitionOrder(ctx, as(alice), placed, postgres.TransitionShip, "")
+			_, err := f.store.TransitionOrder(ctx, as(alice), placed, domain.TransitionShip, "")
 			return err
 		}, domain.CodeForbidden, ""},
 		{"transition: customer delivers", func() error {
-			_, err := f.store.TransitionOrder(ctx, as(alice), placed, postgres.TransitionDeliver, "")
+			_, err := f.store.TransitionOrder(ctx, as(alice), placed, domain.TransitionDeliver, "")
 			return err
 		}, domain.CodeForbidden, ""},
 		{"transition: If-Match", func() error {
-			_, err := f.store.TransitionOrder(ctx, expecting(alice, 2), placed, postgres.TransitionPay, "")
+			_, err := f.store.TransitionOrder(ctx, expecting(alice, 2), placed, domain.TransitionPay, "")
 			return err
 		}, domain.CodeVersionMismatch, ""},
 		{"transition: cancel reason", func() error {
-			_, err := f.store.TransitionOrder(ctx, as(alice), placed, postgres.TransitionCancel, strings.Repeat("r", 501))
+			_, err := f.store.TransitionOrder(ctx, as(alice), placed, domain.TransitionCancel, strings.Repeat("r", 501))
 			return err
 		}, domain.CodeInvalidRequest, ""},
 	} {
@@ -428,41 +428,47 @@ func TestStoreAtomicity(t *testing.T) {
 	f.stocked(t, 20, "at-1", "at-2")
 	placed := f.place(t, alice, order("alice", line("at-1", 1), line("at-2", 1)))
 	paid := f.place(t, alice, order("alice", line("at-1", 1)))
-	f.transition(t, alice, paid, postgres.TransitionPay)
+	f.transition(t, alice, paid, domain.TransitionPay)
 	shipped := f.place(t, alice, order("alice", line("at-2", 1)))
-	f.transition(t, alice, shipped, postgres.TransitionPay)
-	f.transition(t, admin, shipped, postgres.TransitionShip)
+	f.transition(t, alice, shipped, domain.TransitionPay)
+	f.transition(t, admin, shipped, domain.TransitionShip)
 	ctx := t.Context()
 	name := "renamed"
 
 	commands := []struct {
 		name string
-		run  func(meta postgres.Meta) error
+		run  func(meta domain.CommandMeta) error
 	}{
-		{"create product", func(m postgres.Meta) error { _, err := f.store.CreateProduct(ctx, m, product("at-3", 1)); return err }},
-		{"update product", func(m postgres.Meta) error {
+		{"create product", func(m domain.CommandMeta) error {
+			_, err := f.store.CreateProduct(ctx, m, product("at-3", 1))
+			return err
+		}},
+		{"update product", func(m domain.CommandMeta) error {
 			_, err := f.store.UpdateProduct(ctx, m, "at-1", domain.UpdateProduct{Name: &name})
 			return err
 		}},
-		{"adjust inventory", func(m postgres.Meta) error { _, err := f.store.AdjustInventory(ctx, m, "at-1", 2, "x"); return err }},
-		{"place order", func(m postgres.Meta) error {
+		{"adjust inventory", func(m domain.CommandMeta) error {
+			_, err := f.store.AdjustInventory(ctx, m, "at-1", 2, "x")
+			return err
+		}},
+		{"place order", func(m domain.CommandMeta) error {
 			_, err := f.store.PlaceOrder(ctx, m, order("admin", line("at-1", 1), line("at-2", 3)))
 			return err
 		}},
-		{"pay order", func(m postgres.Meta) error {
-			_, err := f.store.TransitionOrder(ctx, m, placed, postgres.TransitionPay, "")
+		{"pay order", func(m domain.CommandMeta) error {
+			_, err := f.store.TransitionOrder(ctx, m, placed, domain.TransitionPay, "")
 			return err
 		}},
-		{"ship order", func(m postgres.Meta) error {
-			_, err := f.store.TransitionOrder(ctx, m, paid, postgres.TransitionShip, "")
+		{"ship order", func(m domain.CommandMeta) error {
+			_, err := f.store.TransitionOrder(ctx, m, paid, domain.TransitionShip, "")
 			return err
 		}},
-		{"deliver order", func(m postgres.Meta) error {
-			_, err := f.store.TransitionOrder(ctx, m, shipped, postgres.TransitionDeliver, "")
+		{"deliver order", func(m domain.CommandMeta) error {
+			_, err := f.store.TransitionOrder(ctx, m, shipped, domain.TransitionDeliver, "")
 			return err
 		}},
-		{"cancel order", func(m postgres.Meta) error {
-			_, err := f.store.TransitionOrder(ctx, m, placed, postgres.TransitionCancel, "r")
+		{"cancel order", func(m domain.CommandMeta) error {
+			_, err := f.store.TransitionOrder(ctx, m, placed, domain.TransitionCancel, "r")
 			return err
 		}},
 	}
@@ -515,7 +521,7 @@ func TestStoreIdempotency(t *testing.T) {
 	f := newFixture(t)
 	f.stocked(t, 50, "id-1")
 	ctx := t.Context()
-	encode := func(res postgres.Result) string {
+	encode := func(res domain.CommandResult) string {
 		b, err := json.Marshal(res)
 		if err != nil {
 			t.Fatal(err)
@@ -573,7 +579,7 @@ func TestStoreIdempotency(t *testing.T) {
 
 	t.Run("concurrent", func(t *testing.T) {
 		const n = 8
-		results := make([]postgres.Result, n)
+		results := make([]domain.CommandResult, n)
 		errs := make([]error, n)
 		start := make(chan struct{})
 		var wg sync.WaitGroup
@@ -689,7 +695,7 @@ func TestStoreConcurrentConflicts(t *testing.T) {
 	t.Run("pay twice", func(t *testing.T) {
 		id := f.place(t, alice, order("alice", line("cc-1", 1)))
 		wins, codes := race(8, func(int) error {
-			_, err := f.store.TransitionOrder(ctx, as(alice), id, postgres.TransitionPay, "")
+			_, err := f.store.TransitionOrder(ctx, as(alice), id, domain.TransitionPay, "")
 			return err
 		})
 		if wins != 1 || codes[domain.CodeInvalidTransition] != 7 {
@@ -700,9 +706,9 @@ func TestStoreConcurrentConflicts(t *testing.T) {
 	t.Run("ship or cancel", func(t *testing.T) {
 		before := apitest.StockOf(t, f.pool, "cc-1")
 		id := f.place(t, alice, order("alice", line("cc-1", 4)))
-		f.transition(t, alice, id, postgres.TransitionPay)
+		f.transition(t, alice, id, domain.TransitionPay)
 		wins, codes := race(2, func(i int) error {
-			tr := []postgres.OrderTransition{postgres.TransitionShip, postgres.TransitionCancel}[i]
+			tr := []domain.OrderTransition{domain.TransitionShip, domain.TransitionCancel}[i]
 			_, err := f.store.TransitionOrder(ctx, as(admin), id, tr, "")
 			return err
 		})
@@ -712,6 +718,52 @@ func TestStoreConcurrentConflicts(t *testing.T) {
 		after := apitest.StockOf(t, f.pool, "cc-1")
 		if after.Reserved != before.Reserved || (after.OnHand != before.OnHand && after.OnHand != before.OnHand-4) {
 			t.Errorf("stock %+v after ship-or-cancel from %+v", after, before)
+		}
+	})
+}
+
+// TestRefusedTransitionLocksNoStock: a transition the domain refuses before
+// touching stock (wrong status, wrong actor) does not wait for the stock rows
+// of the order, while one that moves stock does.
+func TestRefusedTransitionLocksNoStock(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.stocked(t, 10, "lk-1")
+	placed := f.place(t, alice, order("alice", line("lk-1", 1)))
+
+	holder, err := f.pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = holder.Rollback(context.Background()) })
+	if _, err := holder.Exec(t.Context(), `SELECT 1 FROM inventory WHERE sku = 'lk-1' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name  string
+		actor domain.Actor
+		tr    domain.OrderTransition
+		code  domain.Code
+	}{
+		{"ship a placed order", admin, domain.TransitionShip, domain.CodeInvalidTransition},
+		{"cancel another user's order", bob, domain.TransitionCancel, domain.CodeForbidden},
+		{"customer ships", alice, domain.TransitionShip, domain.CodeForbidden},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			_, err := f.store.TransitionOrder(ctx, as(tc.actor), placed, tc.tr, "")
+			wantCode(t, err, tc.code)
+		})
+	}
+
+	t.Run("cancel waits for the stock rows", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+		defer cancel()
+		_, err := f.store.TransitionOrder(ctx, as(alice), placed, domain.TransitionCancel, "")
+		if err == nil || domain.ErrorCode(err) != "" {
+			t.Fatalf("cancel with its stock rows held = %v, want it to wait until its deadline", err)
 		}
 	})
 }

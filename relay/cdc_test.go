@@ -69,7 +69,7 @@ func TestCDCCommitOrder(t *testing.T) {
 		},
 	}))
 	const traceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-	admin := postgres.Meta{Actor: domain.Actor{Subject: "admin-1", Role: domain.RoleAdmin}, TraceParent: traceParent}
+	admin := domain.CommandMeta{Actor: domain.Actor{Subject: "admin-1", Role: domain.RoleAdmin}, TraceParent: traceParent}
 	const skus = 12
 	for i := range skus {
 		sku := fmt.Sprintf("SKU-%02d", i)
@@ -89,7 +89,7 @@ func TestCDCCommitOrder(t *testing.T) {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(g), 7))
 			user := fmt.Sprintf("user-%d", g)
-			customer := postgres.Meta{Actor: domain.Actor{Subject: user, Role: domain.RoleCustomer}}
+			customer := domain.CommandMeta{Actor: domain.Actor{Subject: user, Role: domain.RoleCustomer}}
 			for i := range commands {
 				cctx := ctx
 				if rng.IntN(8) == 0 {

@@ -30,6 +30,9 @@ import (
 	"github.com/jetcqrs/jetcqrs/relay"
 )
 
+// The write store is the command API's port to PostgreSQL.
+var _ commandapi.Commands = (*postgres.Store)(nil)
+
 // Components selects what a process runs; `serve` runs all of them.
 type Components struct {
 	CommandAPI bool
