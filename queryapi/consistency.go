@@ -114,18 +114,32 @@ func (a *API) await(ctx context.Context, tok *token, ready func(context.Context)
 	return err
 }
 
-// waitFailed writes the answer to a failed wait: 503 consistency_timeout
-// with Retry-After when the bound ran out. The body names neither the token
-// nor anything the read model holds, so that it is the same for a version
-// that has not arrived and for one that never will.
-func (a *API) waitFailed(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, context.DeadlineExceeded) {
+// consistent handles r's consistency token, if any, with wait (one of the
+// await…Token methods below). It returns true when the read may go on: no
+// token, or the wait saw its version. Otherwise it has written the answer:
+// 400 for a token that is malformed or refused; the 403 of a read without a
+// token for an order of someone else; 503 consistency_timeout with
+// Retry-After when the bound ran out, whose body names neither the token nor
+// anything the read model holds, so that it is the same for a version that
+// has not arrived and for one that never will.
+func (a *API) consistent(w http.ResponseWriter, r *http.Request, wait func(*token) error) bool {
+	tok, err := requestToken(r)
+	if err == nil && tok != nil {
+		err = wait(tok)
+	}
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, errNotReadable):
+		a.forbidOrder(w, r)
+	case errors.Is(err, context.DeadlineExceeded):
 		w.Header().Set("Retry-After", "1")
 		httpx.WriteProblem(w, r, httpx.CodeConsistencyTimeout,
 			"the read model has not applied the version X-Consistency-Token names within "+a.cfg.ConsistencyWait.String()+"; retry")
-		return
+	default:
+		a.fail(w, r, err)
 	}
-	a.fail(w, r, err)
+	return false
 }
 
 // awaitCatalogToken waits, for a product, search or inventory read that the

@@ -119,16 +119,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 func (a *API) getOrder(w http.ResponseWriter, r *http.Request) {
 	actor, _ := httpx.ActorFrom(r.Context())
 	id := chi.URLParam(r, "id")
-	tok, err := requestToken(r)
-	if err == nil && tok != nil {
-		err = a.awaitOrderToken(r.Context(), actor, id, tok)
-	}
-	if errors.Is(err, errNotReadable) {
-		a.forbidOrder(w, r)
-		return
-	}
-	if err != nil {
-		a.waitFailed(w, r, err)
+	if !a.consistent(w, r, func(tok *token) error { return a.awaitOrderToken(r.Context(), actor, id, tok) }) {
 		return
 	}
 	// The stored view is served as it is: the store wrote it from the
@@ -169,12 +160,7 @@ func (a *API) listUserOrders(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	tok, err := requestToken(r)
-	if err == nil && tok != nil {
-		err = a.awaitUserOrderToken(r.Context(), userID, tok)
-	}
-	if err != nil {
-		a.waitFailed(w, r, err)
+	if !a.consistent(w, r, func(tok *token) error { return a.awaitUserOrderToken(r.Context(), userID, tok) }) {
 		return
 	}
 	orders, next, err := a.r.Orders.UserOrders(r.Context(), userID, limit, q.Get("cursor"))
@@ -198,12 +184,7 @@ func (a *API) getProduct(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteProblem(w, r, domain.CodeNotFound, "no product with that sku")
 		return
 	}
-	tok, err := requestToken(r)
-	if err == nil && tok != nil {
-		err = a.awaitCatalogToken(r.Context(), tok)
-	}
-	if err != nil {
-		a.waitFailed(w, r, err)
+	if !a.consistent(w, r, func(tok *token) error { return a.awaitCatalogToken(r.Context(), tok) }) {
 		return
 	}
 	p, err := a.r.Catalog.Product(r.Context(), sku)
@@ -220,12 +201,7 @@ func (a *API) getInventory(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteProblem(w, r, domain.CodeNotFound, "no inventory for that sku")
 		return
 	}
-	tok, err := requestToken(r)
-	if err == nil && tok != nil {
-		err = a.awaitInventoryToken(r.Context(), tok)
-	}
-	if err != nil {
-		a.waitFailed(w, r, err)
+	if !a.consistent(w, r, func(tok *token) error { return a.awaitInventoryToken(r.Context(), tok) }) {
 		return
 	}
 	inv, err := a.r.Inventory.Inventory(r.Context(), sku)
@@ -242,15 +218,12 @@ func (a *API) searchProducts(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	tok, err := requestToken(r)
-	if err == nil && tok != nil {
-		err = a.awaitCatalogToken(r.Context(), tok)
-		// The wait saw the version through a real-time read; the search
+	if !a.consistent(w, r, func(tok *token) error {
+		// The wait sees the version through a real-time read; the search
 		// must not answer from an index that has not caught up with it.
 		q.Fresh = true
-	}
-	if err != nil {
-		a.waitFailed(w, r, err)
+		return a.awaitCatalogToken(r.Context(), tok)
+	}) {
 		return
 	}
 	res, err := a.r.Catalog.Search(r.Context(), q)
@@ -337,11 +310,9 @@ func (a *API) salesReport(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if tok, err := requestToken(r); err != nil || tok != nil {
-		if err == nil {
-			err = tokenRefused("no token: sales rows carry no aggregate versions")
-		}
-		a.fail(w, r, err)
+	if !a.consistent(w, r, func(*token) error {
+		return tokenRefused("no token: sales rows carry no aggregate versions")
+	}) {
 		return
 	}
 	rows, err := a.r.Sales.Sales(r.Context(), q)
