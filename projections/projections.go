@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -142,8 +143,40 @@ type SearchQuery struct {
 	MinPrice *int64 // cents, inclusive
 	MaxPrice *int64 // cents, inclusive
 	InStock  bool   // available > 0
-	Limit    int
-	Offset   int
+	Limit    int    // <= 0 means DefaultSearchLimit
+	Offset   int    // < 0 means 0
+	// Fresh asks for an answer that shows every write the catalog had
+	// applied when Search was called, as a read-your-writes wait that just
+	// ended requires. An adapter whose searches lag its writes (an
+	// Elasticsearch index between refreshes) makes them visible first; one
+	// whose writes are searchable at once ignores it.
+	Fresh bool
+}
+
+// DefaultSearchLimit is the page size of a SearchQuery without a Limit.
+const DefaultSearchLimit = 20
+
+// MaxSearchWindow bounds Offset + Limit: Elasticsearch's default
+// index.max_result_window, kept by every catalog adapter so that a query
+// answers alike whichever engine serves it.
+const MaxSearchWindow = 10000
+
+// ErrBeyondSearchWindow is returned by CatalogReader.Search, before any
+// request to the engine, for a query whose Offset + Limit exceeds
+// MaxSearchWindow.
+var ErrBeyondSearchWindow = errors.New("offset + limit exceeds the search window")
+
+// Page returns the query's offset and limit with their defaults applied, or
+// an error wrapping ErrBeyondSearchWindow.
+func (q SearchQuery) Page() (offset, limit int, err error) {
+	offset, limit = max(q.Offset, 0), q.Limit
+	if limit <= 0 {
+		limit = DefaultSearchLimit
+	}
+	if offset > MaxSearchWindow-limit {
+		return 0, 0, fmt.Errorf("search: offset %d + limit %d: %w (%d)", offset, limit, ErrBeyondSearchWindow, MaxSearchWindow)
+	}
+	return offset, limit, nil
 }
 
 // FacetCount is one facet bucket.
@@ -188,7 +221,8 @@ type CatalogReader interface {
 	// Product returns the product or ErrNotFound.
 	Product(ctx context.Context, sku string) (ProductView, error)
 	// Search runs a full-text search over name and description with filters,
-	// facets (computed over all matches, after filters) and paging.
+	// facets (computed over all matches, after filters) and paging. A query
+	// past MaxSearchWindow is an error wrapping ErrBeyondSearchWindow.
 	Search(ctx context.Context, q SearchQuery) (SearchResult, error)
 }
 

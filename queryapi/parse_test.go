@@ -48,8 +48,8 @@ func TestParseToken(t *testing.T) {
 
 func TestParseSearch(t *testing.T) {
 	t.Parallel()
-	for _, query := range []string{"", "q=blue+mug&category=kitchen&min_price=0&max_price=1000&in_stock=true&limit=100&offset=10000",
-		"min_price=500&max_price=500"} {
+	for _, query := range []string{"", "q=blue+mug&category=kitchen&min_price=0&max_price=1000&in_stock=true&limit=100&offset=9900",
+		"min_price=500&max_price=500", "offset=9980", "limit=1&offset=9999"} {
 		r := httptest.NewRequest("GET", "/v1/products?"+query, nil)
 		q, err := queryapi.ParseSearch(r, 100)
 		if err != nil {
@@ -61,6 +61,8 @@ func TestParseSearch(t *testing.T) {
 	}
 	bad := map[string]string{
 		"limit=0": "limit", "limit=101": "limit", "limit=x": "limit", "offset=-1": "offset", "offset=10001": "offset",
+		// offset + limit past the search window, the default limit being 20
+		"offset=10000": "offset", "offset=9981": "offset", "limit=100&offset=9901": "offset", "limit=1&offset=10000": "offset",
 		"min_price=-1": "min_price", "max_price=1e3": "max_price", "min_price=100000000001": "min_price",
 		"min_price=10&max_price=9": "min_price", "in_stock=yes": "in_stock", "q=%ff": "q",
 	}

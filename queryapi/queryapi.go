@@ -1,7 +1,8 @@
 // Package queryapi serves the read side of the HTTP API from the read models
 // only: it never imports or touches the write store. A request carrying
 // X-Consistency-Token waits, bounded and without polling, until the read
-// model has applied the version the token names.
+// model has applied the version the token names, after authorization and
+// only for the tokens its endpoint accepts (see consistency.go).
 package queryapi
 
 import (
@@ -10,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -30,8 +30,9 @@ type Readers struct {
 	// Versions maps each read model (ModelOrders, ModelInventory,
 	// ModelCatalog, ModelSales) to the aggregate types it can wait for and
 	// the reader of its applied versions. A GET waits on the model that
-	// answers it; a token naming an aggregate that model does not track is
-	// refused, because waiting elsewhere could still answer stale data.
+	// answers it, for the tokens its endpoint accepts (consistency.go); a
+	// token naming an aggregate that model does not track is refused,
+	// because waiting elsewhere could still answer stale data.
 	Versions map[string]map[string]projections.VersionReader
 }
 
@@ -102,6 +103,11 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		httpx.WriteProblem(w, r, domain.CodeNotFound, "no such entry in the read model")
 		return
 	}
+	if errors.Is(err, projections.ErrBeyondSearchWindow) {
+		httpx.WriteError(w, r, a.logger, &domain.Error{Code: domain.CodeInvalidRequest, Field: "offset",
+			Message: "offset + limit must not exceed " + strconv.Itoa(projections.MaxSearchWindow)})
+		return
+	}
 	var ic *projections.InvalidCursorError
 	if errors.As(err, &ic) {
 		httpx.WriteError(w, r, a.logger, &domain.Error{Code: domain.CodeInvalidRequest, Field: "cursor", Message: "is not a cursor this API issued"})
@@ -110,76 +116,30 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	httpx.WriteError(w, r, a.logger, err)
 }
 
-// consistent waits for the X-Consistency-Token of r, if any. It writes the
-// error response and returns false when the wait fails.
-func (a *API) consistent(w http.ResponseWriter, r *http.Request, model string) bool {
-	tok := r.Header.Get("X-Consistency-Token")
-	if tok == "" {
-		return true
-	}
-	aggType, id, version, err := ParseToken(tok)
-	if err != nil {
-		a.fail(w, r, err)
-		return false
-	}
-	vr := a.r.Versions[model][aggType]
-	if vr == nil {
-		a.fail(w, r, &domain.Error{Code: domain.CodeInvalidRequest, Field: "X-Consistency-Token",
-			Message: "the " + model + " read model cannot wait for a " + aggType + " token; send it to an endpoint that reads that aggregate"})
-		return false
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.ConsistencyWait)
-	defer cancel()
-	err = a.hub.WaitFor(ctx, aggType, id, func(ctx context.Context) (bool, error) {
-		v, err := vr.AppliedVersion(ctx, aggType, id)
-		return v >= version, err
-	})
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			w.Header().Set("Retry-After", "1")
-			httpx.WriteProblem(w, r, httpx.CodeConsistencyTimeout,
-				"the read model has not applied "+tok+" within "+a.cfg.ConsistencyWait.String()+"; retry")
-			return false
-		}
-		a.fail(w, r, err)
-		return false
-	}
-	return true
-}
-
-// ParseToken splits a consistency token "type:id:version".
-func ParseToken(tok string) (aggType, id string, version int64, err error) {
-	bad := &domain.Error{Code: domain.CodeInvalidRequest, Field: "X-Consistency-Token",
-		Message: `must be "<aggregate_type>:<id>:<version>" as a command returned it`}
-	first := strings.IndexByte(tok, ':')
-	last := strings.LastIndexByte(tok, ':')
-	if first <= 0 || last <= first+1 || len(tok) > 300 || !utf8.ValidString(tok) {
-		return "", "", 0, bad
-	}
-	version, perr := strconv.ParseInt(tok[last+1:], 10, 64)
-	if perr != nil || version < 1 {
-		return "", "", 0, bad
-	}
-	return tok[:first], tok[first+1 : last], version, nil
-}
-
 func (a *API) getOrder(w http.ResponseWriter, r *http.Request) {
-	if !a.consistent(w, r, ModelOrders) {
+	actor, _ := httpx.ActorFrom(r.Context())
+	id := chi.URLParam(r, "id")
+	if !a.consistent(w, r, func(tok *token) error { return a.awaitOrderToken(r.Context(), actor, id, tok) }) {
 		return
 	}
-	actor, _ := httpx.ActorFrom(r.Context())
 	// The stored view is served as it is: the store wrote it from the
 	// OrderView this endpoint returns.
-	userID, view, err := a.r.Orders.OrderJSON(r.Context(), chi.URLParam(r, "id"))
+	userID, view, err := a.r.Orders.OrderJSON(r.Context(), id)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
 	if !actor.CanActFor(userID) {
-		httpx.WriteProblem(w, r, domain.CodeForbidden, "customers read only their own orders")
+		a.forbidOrder(w, r)
 		return
 	}
 	httpx.WriteRawJSON(w, http.StatusOK, view)
+}
+
+// forbidOrder is the answer to a customer reading another's orders, with a
+// consistency token or without.
+func (a *API) forbidOrder(w http.ResponseWriter, r *http.Request) {
+	httpx.WriteProblem(w, r, domain.CodeForbidden, "customers read only their own orders")
 }
 
 type orderList struct {
@@ -191,7 +151,7 @@ func (a *API) listUserOrders(w http.ResponseWriter, r *http.Request) {
 	actor, _ := httpx.ActorFrom(r.Context())
 	userID := chi.URLParam(r, "user_id")
 	if !actor.CanActFor(userID) {
-		httpx.WriteProblem(w, r, domain.CodeForbidden, "customers read only their own orders")
+		a.forbidOrder(w, r)
 		return
 	}
 	q := r.URL.Query()
@@ -200,7 +160,7 @@ func (a *API) listUserOrders(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if !a.consistent(w, r, ModelOrders) {
+	if !a.consistent(w, r, func(tok *token) error { return a.awaitUserOrderToken(r.Context(), userID, tok) }) {
 		return
 	}
 	orders, next, err := a.r.Orders.UserOrders(r.Context(), userID, limit, q.Get("cursor"))
@@ -224,7 +184,7 @@ func (a *API) getProduct(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteProblem(w, r, domain.CodeNotFound, "no product with that sku")
 		return
 	}
-	if !a.consistent(w, r, ModelCatalog) {
+	if !a.consistent(w, r, func(tok *token) error { return a.awaitCatalogToken(r.Context(), tok) }) {
 		return
 	}
 	p, err := a.r.Catalog.Product(r.Context(), sku)
@@ -241,7 +201,7 @@ func (a *API) getInventory(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteProblem(w, r, domain.CodeNotFound, "no inventory for that sku")
 		return
 	}
-	if !a.consistent(w, r, ModelInventory) {
+	if !a.consistent(w, r, func(tok *token) error { return a.awaitInventoryToken(r.Context(), tok) }) {
 		return
 	}
 	inv, err := a.r.Inventory.Inventory(r.Context(), sku)
@@ -258,7 +218,12 @@ func (a *API) searchProducts(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if !a.consistent(w, r, ModelCatalog) {
+	if !a.consistent(w, r, func(tok *token) error {
+		// The wait sees the version through a real-time read; the search
+		// must not answer from an index that has not caught up with it.
+		q.Fresh = true
+		return a.awaitCatalogToken(r.Context(), tok)
+	}) {
 		return
 	}
 	res, err := a.r.Catalog.Search(r.Context(), q)
@@ -310,8 +275,10 @@ func ParseSearch(r *http.Request, maxPage int) (projections.SearchQuery, error) 
 	if q.Limit, err = intParam(v.Get("limit"), "limit", 20, 1, maxPage); err != nil {
 		return q, err
 	}
-	if q.Offset, err = intParam(v.Get("offset"), "offset", 0, 0, 10000); err != nil {
-		return q, err
+	if q.Offset, err = intParam(v.Get("offset"), "offset", 0, 0, projections.MaxSearchWindow-q.Limit); err != nil {
+		return q, &domain.Error{Code: domain.CodeInvalidRequest, Field: "offset",
+			Message: "must be an integer from 0 to " + strconv.Itoa(projections.MaxSearchWindow-q.Limit) +
+				": offset + limit must not exceed " + strconv.Itoa(projections.MaxSearchWindow)}
 	}
 	return q, nil
 }
@@ -343,7 +310,9 @@ func (a *API) salesReport(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if !a.consistent(w, r, ModelSales) {
+	if !a.consistent(w, r, func(*token) error {
+		return tokenRefused("no token: sales rows carry no aggregate versions")
+	}) {
 		return
 	}
 	rows, err := a.r.Sales.Sales(r.Context(), q)

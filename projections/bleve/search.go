@@ -15,8 +15,6 @@ import (
 )
 
 const (
-	// defaultLimit is the page size of a SearchQuery without a Limit.
-	defaultLimit = 20
 	// maxCategoryFacets bounds the category facet (the Elasticsearch store
 	// has the same bound); the catalog has far fewer categories.
 	maxCategoryFacets = 10000
@@ -29,11 +27,12 @@ const (
 // English analysis: lower case, stemming, stop words dropped) must occur in
 // the name or the description; an empty Q matches every product, and a Q of
 // stop words only matches none. Hits are ordered by relevance, then SKU
-// (SKU alone for an empty Q). Limit <= 0 means 20.
+// (SKU alone for an empty Q). Limit <= 0 means 20. A batch is searchable
+// once Apply returns, so q.Fresh needs nothing more.
 func (s *CatalogStore) Search(ctx context.Context, q projections.SearchQuery) (projections.SearchResult, error) {
-	limit, offset := q.Limit, max(q.Offset, 0)
-	if limit <= 0 {
-		limit = defaultLimit
+	offset, limit, err := q.Page()
+	if err != nil {
+		return projections.SearchResult{}, fmt.Errorf("blevestore: %w", err)
 	}
 
 	hasProduct := bleve.NewBoolFieldQuery(true)

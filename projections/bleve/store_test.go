@@ -200,8 +200,8 @@ func TestSearchDefaultsAndNegativeOffset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Total != 25 || len(res.Hits) != defaultLimit || res.Hits[0].SKU != "SKU-A" {
+	if res.Total != 25 || len(res.Hits) != projections.DefaultSearchLimit || res.Hits[0].SKU != "SKU-A" {
 		t.Errorf("Search(limit 0, offset -3) = total %d, %d hits from %s; want total 25, %d hits from SKU-A",
-			res.Total, len(res.Hits), res.Hits[0].SKU, defaultLimit)
+			res.Total, len(res.Hits), res.Hits[0].SKU, projections.DefaultSearchLimit)
 	}
 }

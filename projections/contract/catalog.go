@@ -39,6 +39,8 @@ func Catalog(t *testing.T, newStore func(t *testing.T) CatalogUnderTest) {
 		{"FiltersInclusive", catalogFiltersInclusive},
 		{"Facets", catalogFacets},
 		{"TotalAndPaging", catalogTotalAndPaging},
+		{"SearchWindow", catalogSearchWindow},
+		{"FreshSearch", catalogFreshSearch},
 		{"RelevanceTiesBySKU", catalogRelevanceTiesBySKU},
 		{"RedeliveryAndReplay", catalogRedeliveryAndReplay},
 		{"StaleEventsIgnored", catalogStaleEventsIgnored},
@@ -318,6 +320,50 @@ func catalogTotalAndPaging(t *testing.T, s CatalogUnderTest) {
 	if !slices.Equal(paged, whole) || len(whole) != 3 {
 		t.Errorf("Search(Q=camping) page by page = %v; in one page = %v", paged, whole)
 	}
+}
+
+// catalogSearchWindow checks that every engine pages up to
+// projections.MaxSearchWindow and refuses a query past it with
+// ErrBeyondSearchWindow, whatever its filters: the same query answers alike on
+// every engine (Elasticsearch's max_result_window is the bound).
+func catalogSearchWindow(t *testing.T, s CatalogUnderTest) {
+	catalogApplyFixture(t, s)
+	for _, tc := range []struct {
+		q     projections.SearchQuery
+		total int64
+	}{
+		{projections.SearchQuery{Offset: projections.MaxSearchWindow - 10, Limit: 10}, int64(len(catalogFixtureSKUs))},
+		{projections.SearchQuery{Offset: projections.MaxSearchWindow - projections.DefaultSearchLimit}, int64(len(catalogFixtureSKUs))},
+		{projections.SearchQuery{Offset: projections.MaxSearchWindow - 1, Limit: 1, Q: "camping"}, 3},
+	} {
+		if res := catalogSearch(t, s, tc.q); res.Total != tc.total || len(res.Hits) != 0 {
+			t.Errorf("Search(%s) = total %d, %d hits; want total %d, no hits", catalogQueryString(tc.q), res.Total, len(res.Hits), tc.total)
+		}
+	}
+	for _, q := range []projections.SearchQuery{
+		{Offset: projections.MaxSearchWindow - 9, Limit: 10},
+		{Offset: projections.MaxSearchWindow - projections.DefaultSearchLimit + 1},
+		{Offset: projections.MaxSearchWindow, Limit: 1, InStock: true},
+		{Offset: projections.MaxSearchWindow, Limit: 1, Fresh: true},
+	} {
+		if res, err := s.Search(t.Context(), q); !errors.Is(err, projections.ErrBeyondSearchWindow) {
+			t.Errorf("Search(%s) = %+v, %v; want ErrBeyondSearchWindow", catalogQueryString(q), res, err)
+		}
+	}
+}
+
+// catalogFreshSearch checks that a search asked to be fresh answers exactly
+// as any other search over the same applied writes, right after Apply.
+func catalogFreshSearch(t *testing.T, s CatalogUnderTest) {
+	catalogApplyFixture(t, s)
+	views := catalogFixtureViews()
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	lamp := catalogSnapshot("C-100", "Desk Lamp", "LED lamp with a dimmer and a clamp", "home", 8999, 2)
+	catalogApply(t, s, catalogProductEvent(t, 13, domain.EventProductUpdated, lamp, at))
+	want := views["C-100"]
+	want.Description, want.PriceCents, want.Version = lamp.Description, lamp.PriceCents, 2
+	catalogWantSearch(t, s, projections.SearchQuery{Q: "clamp", Fresh: true}, 1, want)
+	catalogWantSearch(t, s, projections.SearchQuery{Q: "clamp"}, 1, want)
 }
 
 func catalogRelevanceTiesBySKU(t *testing.T, s CatalogUnderTest) {
@@ -694,7 +740,7 @@ func catalogSameSet(got, want []string) bool {
 }
 
 func catalogQueryString(q projections.SearchQuery) string {
-	s := fmt.Sprintf("q=%q category=%q in_stock=%t limit=%d offset=%d", q.Q, q.Category, q.InStock, q.Limit, q.Offset)
+	s := fmt.Sprintf("q=%q category=%q in_stock=%t limit=%d offset=%d fresh=%t", q.Q, q.Category, q.InStock, q.Limit, q.Offset, q.Fresh)
 	if q.MinPrice != nil {
 		s += fmt.Sprintf(" min_price=%d", *q.MinPrice)
 	}

@@ -11,13 +11,9 @@ import (
 	"github.com/jetcqrs/jetcqrs/projections"
 )
 
-const (
-	// defaultLimit is the page size of a SearchQuery without a Limit.
-	defaultLimit = 20
-	// maxCategoryFacets is the terms aggregation's size: every category, up
-	// to a bound far below search.max_buckets (65536 by default).
-	maxCategoryFacets = 10000
-)
+// maxCategoryFacets is the terms aggregation's size: every category, up to
+// a bound far below search.max_buckets (65536 by default).
+const maxCategoryFacets = 10000
 
 // Search implements projections.CatalogReader with one _search through the
 // alias. Every word of Q (after English analysis) must occur in the name or
@@ -25,12 +21,24 @@ const (
 // matches every product and a Q of stop words only matches none. Filters
 // are bool filters; hits are ordered by score, then SKU (SKU alone for an
 // empty Q); track_total_hits makes Total exact; the category terms and price
-// range aggregations run over all matches. Limit <= 0 means 20. Offset +
-// Limit above the index's max_result_window (10000 by default) is an *Error
-// from Elasticsearch, so the query API must bound paging. Writes are
-// searchable after the index refreshes (see Config.Refresh).
+// range aggregations run over all matches. Limit <= 0 means 20. A query past
+// projections.MaxSearchWindow (the index's max_result_window) sends nothing.
+//
+// Writes are searchable after the index refreshes (see Config.Refresh),
+// while Product and AppliedVersion read in real time: a query with Fresh set
+// (a read-your-writes wait saw its version through AppliedVersion) first
+// refreshes the alias, so that it never answers from before that write.
 func (s *CatalogStore) Search(ctx context.Context, q projections.SearchQuery) (projections.SearchResult, error) {
-	body, err := json.Marshal(searchBody(q))
+	offset, limit, err := q.Page()
+	if err != nil {
+		return projections.SearchResult{}, fmt.Errorf("elasticstore: %w", err)
+	}
+	if q.Fresh {
+		if err := s.refresh(ctx); err != nil {
+			return projections.SearchResult{}, err
+		}
+	}
+	body, err := json.Marshal(searchBody(q, offset, limit))
 	if err != nil {
 		return projections.SearchResult{}, fmt.Errorf("elasticstore: search: %w", err)
 	}
@@ -43,13 +51,27 @@ func (s *CatalogStore) Search(ctx context.Context, q projections.SearchQuery) (p
 	return out.result()
 }
 
-// searchBody is the _search request body of q.
-func searchBody(q projections.SearchQuery) map[string]any {
-	limit, offset := q.Limit, max(q.Offset, 0)
-	if limit <= 0 {
-		limit = defaultLimit
+// refresh makes every write indexed so far through the alias searchable. A
+// shard that failed to refresh could still answer from before a write, so
+// it fails the call.
+func (s *CatalogStore) refresh(ctx context.Context) error {
+	res, err := s.es.Indices.Refresh(s.es.Indices.Refresh.WithContext(ctx), s.es.Indices.Refresh.WithIndex(s.cfg.Alias))
+	var out struct {
+		Shards struct {
+			Failed int `json:"failed"`
+		} `json:"_shards"`
 	}
+	if err := decodeResponse("refresh "+s.cfg.Alias, res, err, &out); err != nil {
+		return err
+	}
+	if out.Shards.Failed > 0 {
+		return fmt.Errorf("elasticstore: refresh %s: %d shards failed", s.cfg.Alias, out.Shards.Failed)
+	}
+	return nil
+}
 
+// searchBody is the _search request body of q, for the page q.Page gave.
+func searchBody(q projections.SearchQuery, offset, limit int) map[string]any {
 	filter := []any{term("has_product", true)}
 	if q.Category != "" {
 		filter = append(filter, term("category", q.Category))

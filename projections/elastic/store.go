@@ -56,9 +56,9 @@ type Config struct {
 	// number_of_replicas.
 	Shards, Replicas int
 	// Refresh is the bulk request's refresh parameter: "" or "false" (a write
-	// becomes searchable at the index's next periodic refresh), "wait_for"
-	// (Apply returns once it is searchable: slower, but a search after a
-	// read-your-writes wait sees it) or "true" (forces a refresh; for tests).
+	// becomes searchable at the index's next periodic refresh; a search with
+	// SearchQuery.Fresh refreshes first), "wait_for" (Apply returns once it
+	// is searchable: slower) or "true" (forces a refresh; for tests).
 	Refresh string
 }
 

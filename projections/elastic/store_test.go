@@ -850,12 +850,100 @@ func TestSearchRejectsPartialAnswers(t *testing.T) {
 
 func TestSearchError(t *testing.T) {
 	t.Parallel()
-	_, client := newFake(t, map[string]reply{"POST /jetcqrs-catalog/_search": fixed(400, `{"error":{"root_cause":[{"type":"illegal_argument_exception",`+
-		`"reason":"Result window is too large, from + size must be less than or equal to: [10000] but was [10020]."}],`+
+	_, client := newFake(t, map[string]reply{"POST /jetcqrs-catalog/_search": fixed(400, `{"error":{"root_cause":[{"type":"query_shard_exception",`+
+		`"reason":"failed to create query"}],`+
 		`"type":"search_phase_execution_exception","reason":"all shards failed","phase":"query","grouped":true},"status":400}`)})
-	_, err := newTestStore(t, client, nil).Search(t.Context(), projections.SearchQuery{Offset: 10000})
+	_, err := newTestStore(t, client, nil).Search(t.Context(), projections.SearchQuery{Q: "lamp"})
 	var esErr *Error
 	if !errors.As(err, &esErr) || esErr.Status != 400 || esErr.Type != "search_phase_execution_exception" {
 		t.Errorf("Search = %v; want the search_phase_execution_exception", err)
+	}
+}
+
+// TestSearchWindow pins the page the store asks for at the edge of
+// projections.MaxSearchWindow, and that a query past it sends nothing: it is
+// the caller's error, never an Elasticsearch 400 "Result window is too
+// large" surfacing as a failure of the store.
+func TestSearchWindow(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name         string
+		q            projections.SearchQuery
+		from, size   int
+		beyondWindow bool
+	}{
+		{name: "last page of the window", q: projections.SearchQuery{Offset: 9990, Limit: 10}, from: 9990, size: 10},
+		{name: "default limit at the edge", q: projections.SearchQuery{Offset: 9980}, from: 9980, size: 20},
+		{name: "one past the window", q: projections.SearchQuery{Offset: 9991, Limit: 10}, beyondWindow: true},
+		{name: "default limit past the window", q: projections.SearchQuery{Offset: 9981}, beyondWindow: true},
+		{name: "offset alone at the window", q: projections.SearchQuery{Offset: 10000, Limit: 1}, beyondWindow: true},
+		{name: "fresh and past the window", q: projections.SearchQuery{Offset: 10000, Limit: 100, Fresh: true}, beyondWindow: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			routes := map[string]reply{}
+			if !tc.beyondWindow {
+				routes["POST /jetcqrs-catalog/_search"] = fixed(200, emptySearch)
+			}
+			f, client := newFake(t, routes)
+			_, err := newTestStore(t, client, nil).Search(t.Context(), tc.q)
+			if tc.beyondWindow {
+				if !errors.Is(err, projections.ErrBeyondSearchWindow) {
+					t.Errorf("Search(offset %d, limit %d) = %v; want ErrBeyondSearchWindow", tc.q.Offset, tc.q.Limit, err)
+				}
+				wantRoutes(t, f)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantRoutes(t, f, "POST /jetcqrs-catalog/_search")
+			var body struct {
+				From int `json:"from"`
+				Size int `json:"size"`
+			}
+			if err := json.Unmarshal(f.requests()[0].Body, &body); err != nil || body.From != tc.from || body.Size != tc.size {
+				t.Errorf("search body from %d, size %d (%v); want from %d, size %d", body.From, body.Size, err, tc.from, tc.size)
+			}
+		})
+	}
+}
+
+// TestFreshSearchRefreshesFirst checks that a search after a read-your-writes
+// wait refreshes the alias before it searches, so that the write the wait
+// saw through a real-time get is searchable; and that a failed or partial
+// refresh fails the search instead of answering from before the write.
+func TestFreshSearchRefreshesFirst(t *testing.T) {
+	t.Parallel()
+	const refreshed = `{"_shards":{"total":2,"successful":1,"failed":0}}`
+	f, client := newFake(t, map[string]reply{
+		"POST /jetcqrs-catalog/_refresh": fixed(200, refreshed),
+		"POST /jetcqrs-catalog/_search":  fixed(200, emptySearch),
+	})
+	s := newTestStore(t, client, nil)
+	if _, err := s.Search(t.Context(), projections.SearchQuery{Q: "lamp", Fresh: true}); err != nil {
+		t.Fatal(err)
+	}
+	wantRoutes(t, f, "POST /jetcqrs-catalog/_refresh", "POST /jetcqrs-catalog/_search")
+	if body := f.requests()[0].Body; len(body) != 0 {
+		t.Errorf("refresh sent a body: %s", body)
+	}
+	if _, err := s.Search(t.Context(), projections.SearchQuery{Q: "lamp"}); err != nil {
+		t.Fatal(err)
+	}
+	wantRoutes(t, f, "POST /jetcqrs-catalog/_refresh", "POST /jetcqrs-catalog/_search", "POST /jetcqrs-catalog/_search")
+
+	for name, refresh := range map[string]reply{
+		"refresh fails":            fixed(503, `{"error":{"type":"cluster_block_exception","reason":"blocked"},"status":503}`),
+		"a shard fails to refresh": fixed(200, `{"_shards":{"total":2,"successful":0,"failed":1}}`),
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f, client := newFake(t, map[string]reply{"POST /jetcqrs-catalog/_refresh": refresh})
+			if _, err := newTestStore(t, client, nil).Search(t.Context(), projections.SearchQuery{Fresh: true}); err == nil {
+				t.Error("Search = nil error after a failed refresh")
+			}
+			wantRoutes(t, f, "POST /jetcqrs-catalog/_refresh")
+		})
 	}
 }
