@@ -7,8 +7,12 @@
 GO        ?= go
 TESTFLAGS ?=
 PKGS      ?= ./...
-# The Elasticsearch contract suite is built in whenever a cluster is named.
-TESTTAGS  ?= $(if $(ELASTICSEARCH_URL),-tags elasticsearch,)
+# chdb builds in the tests that run the ClickHouse SQL on chDB, a current
+# engine in-process, as well (libchdb.so, installed by scripts/services.sh);
+# the Elasticsearch contract suite is built in whenever a cluster is named.
+# The binaries never depend on either.
+comma     := ,
+TESTTAGS  ?= -tags chdb$(if $(ELASTICSEARCH_URL),$(comma)elasticsearch,)
 
 .PHONY: all services run test bench lint build
 
@@ -31,7 +35,7 @@ lint:
 	if [ -n "$$unformatted" ]; then \
 		echo "gofmt -l: these files need gofmt -w:"; echo "$$unformatted"; exit 1; \
 	fi
-	$(GO) vet ./...
+	$(GO) vet -tags chdb ./...
 
 build:
 	$(GO) build -o bin/jetcqrs ./cmd/jetcqrs
