@@ -1,5 +1,6 @@
 # Every target that needs the services runs scripts/services.sh first: it is
-# idempotent and returns in about a second when the machine is ready.
+# idempotent and returns in about a second when the machine is ready. The test
+# target also has it install what only the tests use (chDB, docker-compose).
 #
 #   make test TESTFLAGS='-run TestRelay -v'   extra flags for go test
 #   GOFLAGS=-mod=mod make build               GOFLAGS reaches every go command
@@ -24,7 +25,8 @@ services:
 run: services
 	$(GO) run ./cmd/jetcqrs serve
 
-test: services
+test:
+	bash scripts/services.sh tests
 	$(GO) test -race -count=1 -timeout 25m $(TESTTAGS) $(TESTFLAGS) $(PKGS)
 
 bench: services

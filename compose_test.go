@@ -159,7 +159,7 @@ func TestDockerCompose(t *testing.T) {
 func TestDockerComposeConfig(t *testing.T) {
 	t.Parallel()
 	if _, err := exec.LookPath("docker-compose"); err != nil {
-		t.Fatalf("docker-compose is not installed: run scripts/services.sh as root (apt-get install docker-compose): %v", err)
+		t.Fatalf("docker-compose is not installed: run scripts/services.sh tests as root (apt-get install docker-compose): %v", err)
 	}
 	t.Run("docker-compose.yml", func(t *testing.T) {
 		t.Parallel()

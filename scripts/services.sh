@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# services.sh makes this machine ready to run, test and benchmark jetcqrs:
+# services.sh makes this machine ready to run, test and benchmark jetcqrs;
+# `services.sh tests` also gets what only the tests use (chdb, compose):
 #
 #   postgres    reachable, wal_level=logical, max_replication_slots and
 #               max_wal_senders >= 32 (restarted once, only when a setting
@@ -26,6 +27,14 @@
 #   CLICKHOUSE_URL  clickhouse://127.0.0.1:9000 (only host and port are used)
 #   SERVICES_WAIT   seconds to wait for a service to come up (default 60)
 set -euo pipefail
+
+case ${1:-} in
+'' | tests) ;;
+*)
+	echo "usage: $0 [tests]" >&2
+	exit 2
+	;;
+esac
 
 DATABASE_URL=${DATABASE_URL:-postgres://${PGUSER:-postgres}@${PGHOST:-127.0.0.1}:${PGPORT:-5432}/${PGDATABASE:-jetcqrs}?sslmode=disable}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
@@ -338,6 +347,10 @@ ensure_chdb() {
 		say chdb "ok: $lib ($CHDB_VERSION)"
 		return
 	fi
+	if [[ $(uname -s)-$(uname -m) != Linux-x86_64 ]]; then
+		problem "chDB's npm package @chdb/lib-linux-x64-gnu is for x86-64 Linux, not $(uname -s)-$(uname -m): run the tests without chDB (make test TESTTAGS=) or install a libchdb.so of chDB $CHDB_VERSION for this machine at $CHDB_LINK." chdb
+		return
+	fi
 	if ! is_root; then
 		problem "libchdb.so $CHDB_VERSION is not installed; run this script as root to install it to $CHDB_DIR." chdb
 		return
@@ -383,8 +396,10 @@ ensure_compose() {
 ensure_postgres
 ensure_redis
 ensure_clickhouse
-ensure_chdb
-ensure_compose
+if [[ ${1:-} == tests ]]; then
+	ensure_chdb
+	ensure_compose
+fi
 
 if ((${#problems[@]} > 0)); then
 	printf '\nservices.sh: not ready:\n' >&2

@@ -5,7 +5,7 @@
 // no engine, is always built).
 //
 // chdb-go loads libchdb.so when the program starts, from CHDB_LIB_PATH or
-// else /usr/local/lib/libchdb.so (scripts/services.sh installs it there), and
+// else /usr/local/lib/libchdb.so (`scripts/services.sh tests` installs it there), and
 // panics when it cannot: a test binary built with the tag needs the library,
 // the server binary never imports this package.
 package chdbconn

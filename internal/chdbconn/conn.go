@@ -59,6 +59,7 @@ func (c *Conn) run(ctx context.Context, query string) (string, error) {
 	return res.String(), nil
 }
 
+// Exec runs a statement whose ? placeholders take args.
 func (c *Conn) Exec(ctx context.Context, query string, args ...any) error {
 	q, err := bind(query, args...)
 	if err != nil {
@@ -68,6 +69,8 @@ func (c *Conn) Exec(ctx context.Context, query string, args ...any) error {
 	return err
 }
 
+// Query runs a query whose ? placeholders take args and returns its whole
+// result.
 func (c *Conn) Query(ctx context.Context, query string, args ...any) (driver.Rows, error) {
 	q, err := bind(query, args...)
 	if err != nil {
@@ -80,6 +83,8 @@ func (c *Conn) Query(ctx context.Context, query string, args ...any) (driver.Row
 	return parseRows(out)
 }
 
+// QueryRow is Query for one row: its Scan reads the first row, or returns
+// sql.ErrNoRows.
 func (c *Conn) QueryRow(ctx context.Context, query string, args ...any) driver.Row {
 	r, err := c.Query(ctx, query, args...)
 	if err != nil {
@@ -88,6 +93,7 @@ func (c *Conn) QueryRow(ctx context.Context, query string, args ...any) driver.R
 	return &row{rows: r.(*rows)}
 }
 
+// Ping runs SELECT 1.
 func (c *Conn) Ping(ctx context.Context) error {
 	_, err := c.run(ctx, "SELECT 1")
 	return err
@@ -144,6 +150,8 @@ func (b *batch) Append(v ...any) error {
 	return nil
 }
 
+// Send runs the INSERT with every row appended; a batch without rows sends
+// nothing.
 func (b *batch) Send() error {
 	if b.sent {
 		return errors.New("chdbconn: batch already sent")

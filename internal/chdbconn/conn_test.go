@@ -15,7 +15,7 @@ var session *Conn
 func TestMain(m *testing.M) {
 	conn, err := Open(":memory:")
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "chDB: %v\nInstall libchdb.so with: sudo bash scripts/services.sh\n", err)
+		fmt.Fprintf(os.Stderr, "chDB: %v\nInstall libchdb.so with: sudo bash scripts/services.sh tests\n", err)
 		os.Exit(1)
 	}
 	session = conn

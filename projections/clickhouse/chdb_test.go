@@ -18,8 +18,10 @@ import (
 )
 
 // The tests of this file run the sales store's DDL and SQL on a current
-// ClickHouse engine in-process (chDB, libchdb.so: `bash scripts/services.sh`
-// installs it) beside the ClickHouse 18.16 server the other tests use.
+// ClickHouse engine in-process (chDB's libchdb.so, which
+// `bash scripts/services.sh tests` installs) beside the ClickHouse 18.16
+// server the other tests use. Without the library the test binary panics at
+// start, in chdb-go's loader, before any test runs.
 
 // chdbSession is the process's one chDB session, shared by every test;
 // each store has a table of its own in it.
@@ -28,7 +30,7 @@ var chdbSession *chdbconn.Conn
 func TestMain(m *testing.M) {
 	conn, err := chdbconn.Open(":memory:")
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "chDB: %v\nInstall libchdb.so with: sudo bash scripts/services.sh\n", err)
+		fmt.Fprintf(os.Stderr, "chDB: %v\nInstall libchdb.so with: sudo bash scripts/services.sh tests\n", err)
 		os.Exit(1)
 	}
 	chdbSession = conn
