@@ -101,6 +101,22 @@ func TestDockerCompose(t *testing.T) {
 				t.Errorf("nats image tag %q, want the embedded nats-server %s", tag, want)
 			}
 		}},
+		{"clickhouse runs the release line the tests run on chDB", func(t *testing.T, c composeFile) {
+			// chDB's package versions follow the ClickHouse release line of
+			// its engine: chDB 26.5.x embeds ClickHouse 26.5.
+			chdb, err := shellConstant("scripts/services.sh", "CHDB_VERSION")
+			if err != nil {
+				t.Fatal(err)
+			}
+			image := c.Services["clickhouse"].Image
+			major, minor, err := imageVersion(image)
+			if err != nil {
+				t.Fatalf("clickhouse image: %v", err)
+			}
+			if line := fmt.Sprintf("%d.%d", major, minor); !strings.HasPrefix(chdb, line+".") {
+				t.Errorf("clickhouse image %q is release line %s; the tests run chDB %s", image, line, chdb)
+			}
+		}},
 		{"app is built from a Dockerfile that builds ./cmd/jetcqrs", func(t *testing.T, c composeFile) {
 			build := c.Services["app"].Build
 			if build.Context == "" {
@@ -388,6 +404,20 @@ func moduleVersion(gomod, module string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s does not require %s", gomod, module)
+}
+
+// shellConstant is the value of "readonly name=value" in a shell script.
+func shellConstant(script, name string) (string, error) {
+	data, err := os.ReadFile(script)
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if value, ok := strings.CutPrefix(line, "readonly "+name+"="); ok {
+			return value, nil
+		}
+	}
+	return "", fmt.Errorf("%s has no readonly %s", script, name)
 }
 
 var goBuildCmd = regexp.MustCompile(`(?m)^\s*RUN\b.*\bgo build\b.*`)
