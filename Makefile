@@ -1,5 +1,6 @@
 # Every target that needs the services runs scripts/services.sh first: it is
-# idempotent and returns in about a second when the machine is ready.
+# idempotent and returns in about a second when the machine is ready. The test
+# target also has it install what only the tests use (chDB, docker-compose).
 #
 #   make test TESTFLAGS='-run TestRelay -v'   extra flags for go test
 #   GOFLAGS=-mod=mod make build               GOFLAGS reaches every go command
@@ -7,8 +8,12 @@
 GO        ?= go
 TESTFLAGS ?=
 PKGS      ?= ./...
-# The Elasticsearch contract suite is built in whenever a cluster is named.
-TESTTAGS  ?= $(if $(ELASTICSEARCH_URL),-tags elasticsearch,)
+# chdb builds in the tests that run the ClickHouse SQL on chDB, a current
+# engine in-process, as well (libchdb.so, installed by scripts/services.sh);
+# the Elasticsearch contract suite is built in whenever a cluster is named.
+# The binaries never depend on either.
+comma     := ,
+TESTTAGS  ?= -tags chdb$(if $(ELASTICSEARCH_URL),$(comma)elasticsearch,)
 
 .PHONY: all services run test bench lint build
 
@@ -20,7 +25,8 @@ services:
 run: services
 	$(GO) run ./cmd/jetcqrs serve
 
-test: services
+test:
+	bash scripts/services.sh tests
 	$(GO) test -race -count=1 -timeout 25m $(TESTTAGS) $(TESTFLAGS) $(PKGS)
 
 bench: services
@@ -31,7 +37,7 @@ lint:
 	if [ -n "$$unformatted" ]; then \
 		echo "gofmt -l: these files need gofmt -w:"; echo "$$unformatted"; exit 1; \
 	fi
-	$(GO) vet ./...
+	$(GO) vet -tags chdb ./...
 
 build:
 	$(GO) build -o bin/jetcqrs ./cmd/jetcqrs

@@ -3,6 +3,7 @@ package jetcqrs_test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -74,6 +75,48 @@ func TestDockerCompose(t *testing.T) {
 				t.Errorf("app NATS_URL %q does not point at the nats service", env["NATS_URL"])
 			}
 		}},
+		{"images are pinned to versions the README names", func(t *testing.T, c composeFile) {
+			readme, err := os.ReadFile("README.md")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, service := range c.Services {
+				if service.Image == "" {
+					continue
+				}
+				if _, _, err := imageVersion(service.Image); err != nil {
+					t.Errorf("service %s: %v", name, err)
+				}
+				if !strings.Contains(string(readme), "`"+service.Image+"`") {
+					t.Errorf("service %s: README.md does not name its image `%s`", name, service.Image)
+				}
+			}
+		}},
+		{"nats runs the nats-server the binary embeds", func(t *testing.T, c composeFile) {
+			want, err := moduleVersion("go.mod", "github.com/nats-io/nats-server/v2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tag := imageTag(c.Services["nats"].Image); !strings.HasPrefix(tag, strings.TrimPrefix(want, "v")+"-") {
+				t.Errorf("nats image tag %q, want the embedded nats-server %s", tag, want)
+			}
+		}},
+		{"clickhouse runs the release line the tests run on chDB", func(t *testing.T, c composeFile) {
+			// chDB's package versions follow the ClickHouse release line of
+			// its engine: chDB 26.5.x embeds ClickHouse 26.5.
+			chdb, err := shellConstant("scripts/services.sh", "CHDB_VERSION")
+			if err != nil {
+				t.Fatal(err)
+			}
+			image := c.Services["clickhouse"].Image
+			major, minor, err := imageVersion(image)
+			if err != nil {
+				t.Fatalf("clickhouse image: %v", err)
+			}
+			if line := fmt.Sprintf("%d.%d", major, minor); !strings.HasPrefix(chdb, line+".") {
+				t.Errorf("clickhouse image %q is release line %s; the tests run chDB %s", image, line, chdb)
+			}
+		}},
 		{"app is built from a Dockerfile that builds ./cmd/jetcqrs", func(t *testing.T, c composeFile) {
 			build := c.Services["app"].Build
 			if build.Context == "" {
@@ -125,6 +168,40 @@ func TestDockerCompose(t *testing.T) {
 			tt.check(t, compose)
 		})
 	}
+}
+
+// TestDockerComposeConfig has docker-compose itself read docker-compose.yml:
+// it rejects what its schema does not know and warns of unset variables.
+func TestDockerComposeConfig(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("docker-compose"); err != nil {
+		t.Fatalf("docker-compose is not installed: run scripts/services.sh tests as root (apt-get install docker-compose): %v", err)
+	}
+	t.Run("docker-compose.yml", func(t *testing.T) {
+		t.Parallel()
+		if out, err := composeConfig(t, "docker-compose.yml"); err != nil || out != "" {
+			t.Errorf("docker-compose config -q: %v\n%s", err, out)
+		}
+	})
+	t.Run("a file it must reject", func(t *testing.T) {
+		t.Parallel()
+		path := filepath.Join(t.TempDir(), "compose.yml")
+		if err := os.WriteFile(path, []byte("services:\n  app:\n    image: app:1.0\n    health_check: {}\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := composeConfig(t, path); err == nil || !strings.Contains(out, "health_check") {
+			t.Errorf("docker-compose config -q accepted an unknown option: %v\n%s", err, out)
+		}
+	})
+}
+
+// composeConfig runs docker-compose config -q on path and returns its output.
+func composeConfig(t *testing.T, path string) (string, error) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), "docker-compose", "--project-directory", filepath.Dir(path), "-f", path, "config", "-q")
+	cmd.Env = append(os.Environ(), "JWT_SECRET=")
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
 }
 
 func TestImageVersion(t *testing.T) {
@@ -291,12 +368,18 @@ func hasFlagValue(args []string, flag, value string) bool {
 
 var tagVersion = regexp.MustCompile(`^v?(\d+)\.(\d+)`)
 
+// imageTag is the tag of an image reference, or "" when it has none.
+func imageTag(image string) string {
+	name := image[strings.LastIndex(image, "/")+1:]
+	_, tag, _ := strings.Cut(name, ":")
+	return tag
+}
+
 // imageVersion returns the major and minor version of an image's tag, which
 // must start with major.minor.
 func imageVersion(image string) (major, minor int, err error) {
-	name := image[strings.LastIndex(image, "/")+1:]
-	_, tag, ok := strings.Cut(name, ":")
-	if !ok {
+	tag := imageTag(image)
+	if tag == "" {
 		return 0, 0, fmt.Errorf("image %q has no tag; pin a version", image)
 	}
 	m := tagVersion.FindStringSubmatch(tag)
@@ -306,6 +389,35 @@ func imageVersion(image string) (major, minor int, err error) {
 	major, _ = strconv.Atoi(m[1])
 	minor, _ = strconv.Atoi(m[2])
 	return major, minor, nil
+}
+
+// moduleVersion is the version go.mod requires of module.
+func moduleVersion(gomod, module string) (string, error) {
+	data, err := os.ReadFile(gomod)
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(strings.TrimPrefix(strings.TrimSpace(line), "require "))
+		if len(fields) >= 2 && fields[0] == module {
+			return fields[1], nil
+		}
+	}
+	return "", fmt.Errorf("%s does not require %s", gomod, module)
+}
+
+// shellConstant is the value of "readonly name=value" in a shell script.
+func shellConstant(script, name string) (string, error) {
+	data, err := os.ReadFile(script)
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if value, ok := strings.CutPrefix(line, "readonly "+name+"="); ok {
+			return value, nil
+		}
+	}
+	return "", fmt.Errorf("%s has no readonly %s", script, name)
 }
 
 var goBuildCmd = regexp.MustCompile(`(?m)^\s*RUN\b.*\bgo build\b.*`)

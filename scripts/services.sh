@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# services.sh makes this machine ready to run, test and benchmark jetcqrs:
+# services.sh makes this machine ready to run, test and benchmark jetcqrs;
+# `services.sh tests` also gets what only the tests use (chdb, compose):
 #
 #   postgres    reachable, wal_level=logical, max_replication_slots and
 #               max_wal_senders >= 32 (restarted once, only when a setting
@@ -7,6 +8,13 @@
 #   redis       answers PING (started when it is local and down)
 #   clickhouse  installed from Debian packages when missing, listening on
 #               loopback only, started when down, answers SELECT 1
+#   chdb        libchdb.so, a current ClickHouse engine in-process that the
+#               tests (-tags chdb) run the ClickHouse SQL on as well: the npm
+#               package @chdb/lib-linux-x64-gnu at a pinned version and
+#               checksum, kept in /opt/chdb/<version>/ and linked from
+#               /usr/local/lib/libchdb.so, where chdb-go looks for it
+#   compose     docker-compose (Debian's), which the tests validate
+#               docker-compose.yml with
 #
 # It is idempotent: when everything is ready it only checks, in about a second.
 # Anything it cannot fix (no root, no apt-get, a remote server) is reported with
@@ -20,6 +28,14 @@
 #   SERVICES_WAIT   seconds to wait for a service to come up (default 60)
 set -euo pipefail
 
+case ${1:-} in
+'' | tests) ;;
+*)
+	echo "usage: $0 [tests]" >&2
+	exit 2
+	;;
+esac
+
 DATABASE_URL=${DATABASE_URL:-postgres://${PGUSER:-postgres}@${PGHOST:-127.0.0.1}:${PGPORT:-5432}/${PGDATABASE:-jetcqrs}?sslmode=disable}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 CLICKHOUSE_URL=${CLICKHOUSE_URL:-clickhouse://127.0.0.1:9000}
@@ -29,6 +45,13 @@ readonly CH_BIN=/usr/sbin/clickhouse-server
 readonly CH_CONFIG=/etc/clickhouse-server/config.xml
 readonly CH_OVERRIDE=/etc/clickhouse-server/config.d/jetcqrs.xml
 readonly CH_ERRLOG=/var/log/clickhouse-server/clickhouse-server.err.log
+
+# The chDB engine the tests compare with ClickHouse 18.16. A new version needs
+# both lines changed: the checksum is that of the package's libchdb.so.
+readonly CHDB_VERSION=26.5.3
+readonly CHDB_SHA256=4330da79405733f7572f27c1442f46c03a08301f00859dce0368645731b1e1dc
+readonly CHDB_DIR=/opt/chdb/$CHDB_VERSION
+readonly CHDB_LINK=/usr/local/lib/libchdb.so
 
 # problems collects what could not be fixed, each with its fix; printed at the end.
 problems=()
@@ -314,9 +337,69 @@ ensure_clickhouse() {
 	say clickhouse "ok: $host:$port version $(ch_query "$host" "$port" 'SELECT version()')"
 }
 
+# ensure_chdb installs libchdb.so once per version: the library lands in
+# CHDB_DIR only after its checksum matched (a rename, so an interrupted run
+# leaves nothing half-written there), and CHDB_LINK is switched to it with a
+# rename as well. Later runs only check the link.
+ensure_chdb() {
+	local lib=$CHDB_DIR/libchdb.so
+	if [[ -f $lib && $(readlink "$CHDB_LINK" 2>/dev/null) == "$lib" ]]; then
+		say chdb "ok: $lib ($CHDB_VERSION)"
+		return
+	fi
+	if [[ $(uname -s)-$(uname -m) != Linux-x86_64 ]]; then
+		problem "chDB's npm package @chdb/lib-linux-x64-gnu is for x86-64 Linux, not $(uname -s)-$(uname -m): run the tests without chDB (make test TESTTAGS=) or install a libchdb.so of chDB $CHDB_VERSION for this machine at $CHDB_LINK." chdb
+		return
+	fi
+	if ! is_root; then
+		problem "libchdb.so $CHDB_VERSION is not installed; run this script as root to install it to $CHDB_DIR." chdb
+		return
+	fi
+	if [[ ! -f $lib ]]; then
+		ensure_command npm npm || {
+			say chdb "FAILED (see below)"
+			return
+		}
+		say chdb "downloading @chdb/lib-linux-x64-gnu@$CHDB_VERSION (npm, about 170 MB)"
+		local tmp
+		tmp=$(mktemp -d)
+		if ! (cd "$tmp" && npm pack --silent --cache "$tmp/npm-cache" "@chdb/lib-linux-x64-gnu@$CHDB_VERSION" >/dev/null) ||
+			! tar -xzf "$tmp/chdb-lib-linux-x64-gnu-$CHDB_VERSION.tgz" -C "$tmp" package/libchdb.so; then
+			rm -rf "$tmp"
+			problem "npm pack @chdb/lib-linux-x64-gnu@$CHDB_VERSION failed (output above); check that the npm registry is reachable." chdb
+			return
+		fi
+		if [[ $(sha256sum "$tmp/package/libchdb.so" | cut -d' ' -f1) != "$CHDB_SHA256" ]]; then
+			rm -rf "$tmp"
+			problem "libchdb.so of @chdb/lib-linux-x64-gnu@$CHDB_VERSION does not have the sha256 $CHDB_SHA256 this script pins." chdb
+			return
+		fi
+		mkdir -p "$CHDB_DIR"
+		install -m 0755 "$tmp/package/libchdb.so" "$lib.partial"
+		mv -f "$lib.partial" "$lib"
+		rm -rf "$tmp"
+	fi
+	mkdir -p "${CHDB_LINK%/*}"
+	ln -sfn "$lib" "$CHDB_LINK.partial"
+	mv -fT "$CHDB_LINK.partial" "$CHDB_LINK"
+	say chdb "ok: installed $lib ($CHDB_VERSION), linked from $CHDB_LINK"
+}
+
+ensure_compose() {
+	ensure_command docker-compose docker-compose || {
+		say compose "FAILED (see below)"
+		return
+	}
+	say compose "ok: $(docker-compose version --short 2>/dev/null)"
+}
+
 ensure_postgres
 ensure_redis
 ensure_clickhouse
+if [[ ${1:-} == tests ]]; then
+	ensure_chdb
+	ensure_compose
+fi
 
 if ((${#problems[@]} > 0)); then
 	printf '\nservices.sh: not ready:\n' >&2
