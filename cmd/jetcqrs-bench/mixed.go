@@ -24,7 +24,7 @@ func (f *mixedFlags) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&f.url, "url", "", "mixed: a running deployment to measure; empty builds and starts `jetcqrs serve` on scratch stores")
 	fs.StringVar(&f.secret, "jwt-secret", os.Getenv("JWT_SECRET"), "mixed: the deployment's JWT secret, to sign the benchmark's tokens (with --url)")
 	fs.StringVar(&f.ladder, "ladder", "5+500,10+1000,20+2000,50+5000,100+10000", "mixed: offered loads, writes/s+reads/s, in turn")
-	fs.StringVar(&f.saturation, "saturation", "200+20000", "mixed: offered load of the side-by-side saturation runs (0+0 skips them)")
+	fs.StringVar(&f.saturation, "saturation", "100+10000", "mixed: offered load of the side-by-side saturation runs (0+0 skips them)")
 	fs.StringVar(&f.readMix, "read-mix", "order=40,product=25,inventory=20,search=15", "mixed: share of each read")
 	fs.StringVar(&f.writeMix, "write-mix", "place=75,pay=20,cancel=5", "mixed: share of each write")
 	fs.StringVar(&f.jsonPath, "json", "docs/bench/mixed.json", "mixed: file for the figures as JSON")

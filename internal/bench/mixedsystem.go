@@ -273,3 +273,21 @@ func cacheCounters(ctx context.Context, client *http.Client, base string) (hits,
 	}
 	return hits, misses, ok
 }
+
+// loadAverage is the machine's one-minute load average, nil where
+// /proc/loadavg is not readable.
+func loadAverage() *float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return nil
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return nil
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return nil
+	}
+	return &v
+}
