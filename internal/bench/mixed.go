@@ -490,7 +490,7 @@ func mixedSection(cfg MixedConfig, res MixedResult) string {
 	var b strings.Builder
 	b.WriteString("## Mixed workload: 100 reads per write, search included\n\n")
 	fmt.Fprintf(&b, "`%s` on %s, against %s.\n\n", res.Command, res.Machine, res.Target)
-	fmt.Fprintf(&b, "Reads: %s. Writes: %s. %d SKUs with names and descriptions drawn from a word list (one in ten\n",
+	fmt.Fprintf(&b, "Reads: %s. Writes: %s.\n%d SKUs with names and descriptions drawn from a word list (one in ten\n",
 		mixString(res.ReadMix, readOps), mixString(res.WriteMix, writeOps), cfg.SKUs)
 	fmt.Fprintf(&b, "out of stock); searches of one or two words, some with a category, in-stock or price filter, drawn\n")
 	fmt.Fprintf(&b, "Zipf-like from %d distinct combinations, with the category and price facets. %d customers place,\n", cfg.Queries, mixedUsers)
