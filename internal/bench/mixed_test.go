@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"math"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -276,5 +277,53 @@ func TestMixedRunsAgainstServe(t *testing.T) {
 	}
 	if !strings.Contains(section, "(bench/mixed.png)") {
 		t.Errorf("section does not link the plot relative to docs/")
+	}
+}
+
+func TestCacheCountersReadsPrometheusText(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, body   string
+		hits, misses float64
+		ok           bool
+	}{
+		{"present", "# HELP x\n# TYPE search_cache_hits_total counter\n" +
+			"search_cache_hits_total{model=\"catalog\",note=\"a b\"} 30\n" +
+			"search_cache_misses_total{model=\"catalog\"} 10\n" +
+			"order_cache_hits_total 5\nhttp_requests_total{code=\"200\"} 99\n", 35, 10, true},
+		{"absent", "http_requests_total{code=\"200\"} 99\ngo_goroutines 12\n", 0, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			base, stop, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/metrics" {
+					http.NotFound(w, r)
+					return
+				}
+				_, _ = w.Write([]byte(tc.body))
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(stop)
+			hits, misses, ok := cacheCounters(t.Context(), http.DefaultClient, base)
+			if hits != tc.hits || misses != tc.misses || ok != tc.ok {
+				t.Errorf("cacheCounters = %v, %v, %v; want %v, %v, %v", hits, misses, ok, tc.hits, tc.misses, tc.ok)
+			}
+		})
+	}
+}
+
+func TestProcessCPUReadsThisProcess(t *testing.T) {
+	t.Parallel()
+	deadline := time.Now().Add(50 * time.Millisecond)
+	for n := 0; time.Now().Before(deadline); n++ {
+		_ = n * n
+	}
+	if cpu, ok := processCPU(os.Getpid()); !ok || cpu <= 0 {
+		t.Errorf("processCPU(self) = %s, %v; want some CPU time", cpu, ok)
+	}
+	if _, ok := processCPU(0); ok {
+		t.Error("processCPU(0) claims a reading")
 	}
 }

@@ -136,7 +136,7 @@ func startChildSystem(ctx context.Context, cfg MixedConfig) (_ *childSystem, err
 	}
 	undo = append(undo, func() { _ = s.stop() })
 	fmt.Fprintf(cfg.Log, "started jetcqrs serve (pid %d) at %s, log %s\n", s.pid, s.base, s.logPath)
-	if err := ready(ctx, http.DefaultClient, s.base, 90*time.Second, exited); err != nil {
+	if err := ready(ctx, &http.Client{Timeout: 5 * time.Second}, s.base, 90*time.Second, exited); err != nil {
 		return nil, fmt.Errorf("serve: %w; its log ends:\n%s", err, tail(s.logPath, 20))
 	}
 	s.cleanup = cleanup
