@@ -42,8 +42,9 @@ func benchCmd() *cobra.Command {
 	var out, server, clients, rates, cpuProfile string
 	var duration time.Duration
 	cfg := &config{}
+	mixed := &mixedFlags{}
 	cmd := &cobra.Command{
-		Use:           "jetcqrs-bench [all|place-order|relay-drain|relay-latency|projection-apply|query-get-order|end-to-end]",
+		Use:           "jetcqrs-bench [all|place-order|relay-drain|relay-latency|projection-apply|query-get-order|end-to-end|mixed]",
 		Short:         "Run benchmarks against their raw baselines and record the figures in docs/benchmarks.md",
 		Args:          cobra.ExactArgs(1),
 		SilenceUsage:  true,
@@ -95,6 +96,10 @@ func benchCmd() *cobra.Command {
 					return bench.EndToEnd(cmd.Context(), bench.EndToEndConfig{ServerURL: server, RedisURL: cfg.RedisURL,
 						ClickHouseURL: cfg.ClickHouseURL, Rates: offered, Duration: duration, MaxConns: cfg.DBMaxConns, Log: log})
 				},
+				// The ladder, then the system and the bare baseline at saturation.
+				"mixed": func() (string, error) {
+					return mixed.run(cmd, cfg, server, duration)
+				},
 			}
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
@@ -139,6 +144,7 @@ func benchCmd() *cobra.Command {
 	cmd.Flags().StringVar(&cfg.ClickHouseURL, "clickhouse-url", envOr("CLICKHOUSE_URL", "clickhouse://127.0.0.1:9000/default"),
 		"ClickHouse (native protocol) for the sales benchmarks")
 	cmd.Flags().Int32Var(&cfg.DBMaxConns, "db-max-conns", 20, "PostgreSQL pool size of the system under test")
+	mixed.bind(cmd.Flags())
 	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "length of each measured run; benchmarks made of many runs share it out (each section says how)")
 	return cmd
 }
