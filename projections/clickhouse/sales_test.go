@@ -176,6 +176,7 @@ func placed(t *testing.T, seq uint64, id string, at time.Time, lines int) projec
 
 func cancelled(t *testing.T, seq uint64, id string, at time.Time, lines int) projections.Envelope {
 	snap := snapshot(id, domain.StatusCancelled, at, lines)
+	snap.Version = 2
 	return orderEvent(t, seq, domain.EventOrderCancelled, domain.OrderCancelled{OrderSnapshot: snap, PreviousStatus: domain.StatusPlaced})
 }
 
