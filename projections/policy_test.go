@@ -1,0 +1,67 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+)
+
+func TestDecide(t *testing.T) {
+	t.Parallel()
+	const maxPanics = 5
+	for _, tc := range []struct {
+		name string
+		f    failure
+		want verdict
+	}{
+		{"an outage of a chunk is waited out", failure{events: 200, cause: causeOutage}, retryLater},
+		{"an outage of one event is waited out", failure{events: 1, cause: causeOutage}, retryLater},
+		{"a rejected chunk is split", failure{events: 2, cause: causeRejected}, oneByOne},
+		{"a rejected event is dead-lettered", failure{events: 1, cause: causeRejected}, deadLetterIt},
+		{"a chunk that panicked is split", failure{events: 3, cause: causePanic, panics: 1}, oneByOne},
+		{"an event that panicked once is tried again", failure{events: 1, cause: causePanic, panics: 1}, retryLater},
+		{"an event that panicked almost enough is tried again", failure{events: 1, cause: causePanic, panics: maxPanics - 1}, retryLater},
+		{"an event that panicked maxPanics times is dead-lettered", failure{events: 1, cause: causePanic, panics: maxPanics}, deadLetterIt},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := decide(tc.f, maxPanics); got != tc.want {
+				t.Errorf("decide(%+v) = %d, want %d", tc.f, got, tc.want)
+			}
+		})
+	}
+}
+
+type panicking struct{}
+
+func (panicking) Apply(context.Context, []Envelope) error { panic("index out of range") }
+
+func TestRecoveringTurnsAPanicIntoAnEventsFault(t *testing.T) {
+	t.Parallel()
+	err := recovering{panicking{}}.Apply(t.Context(), []Envelope{{Seq: 1}})
+	var pe *panicError
+	if !errors.As(err, &pe) || pe.value != "index out of range" || len(pe.stack) == 0 {
+		t.Fatalf("Apply = %v, want a *panicError with the value and a stack", err)
+	}
+	if !eventsFault(err) || eventsFault(errors.New("connection refused")) {
+		t.Errorf("eventsFault: a panic is the events' fault, a network error is not")
+	}
+}
+
+func TestStoreReply(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("evalsha: %w", WithReply("MISCONF", errors.New("MISCONF Redis is configured to save RDB snapshots"))), "MISCONF"},
+		{WithReply("ERR_max {number}\n of clients", errors.New("x")), "ERR_maxnumberofclients"},
+		{fmt.Errorf("apply: %w", context.DeadlineExceeded), "timeout"},
+		{errors.New("something"), "error"},
+	} {
+		if got := StoreReply(tc.err); got != tc.want {
+			t.Errorf("StoreReply(%v) = %q, want %q", tc.err, got, tc.want)
+		}
+	}
+}
