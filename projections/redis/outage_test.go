@@ -1,19 +1,13 @@
 package redisstore_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,143 +21,6 @@ import (
 	"github.com/jetcqrs/jetcqrs/projections"
 	redisstore "github.com/jetcqrs/jetcqrs/projections/redis"
 )
-
-// respProxy stands between the stores and a real Redis, one command at a
-// time: it forwards each command and relays its reply, or, while told to,
-// answers every command with an error reply of its own, as a Redis that is
-// misconfigured, full, loading or refusing the client would. It speaks RESP2
-// (clients connect with Protocol 2).
-type respProxy struct {
-	t        *testing.T
-	upstream string
-	ln       net.Listener
-	reply    atomic.Pointer[string] // the error to answer with; nil: forward
-	wg       sync.WaitGroup
-
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func startRESPProxy(t *testing.T, upstream string) *respProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &respProxy{t: t, upstream: upstream, ln: ln}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			_ = c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *respProxy) addr() string { return p.ln.Addr().String() }
-
-// answer makes the proxy answer every command with the error reply msg
-// ("" forwards again).
-func (p *respProxy) answer(msg string) {
-	if msg == "" {
-		p.reply.Store(nil)
-		return
-	}
-	p.reply.Store(&msg)
-}
-
-func (p *respProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.Dial("tcp", p.upstream)
-		if err != nil {
-			p.t.Errorf("proxy: dial Redis: %v", err)
-			_ = c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, up)
-		p.mu.Unlock()
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			defer c.Close()
-			defer up.Close()
-			p.serve(c, up)
-		}()
-	}
-}
-
-func (p *respProxy) serve(client, up net.Conn) {
-	fromClient, fromUp := bufio.NewReader(client), bufio.NewReader(up)
-	var cmd, reply bytes.Buffer
-	for {
-		cmd.Reset()
-		if err := readRESP(fromClient, &cmd); err != nil {
-			return
-		}
-		if msg := p.reply.Load(); msg != nil {
-			if _, err := client.Write([]byte("-" + *msg + "\r\n")); err != nil {
-				return
-			}
-			continue
-		}
-		reply.Reset()
-		if _, err := up.Write(cmd.Bytes()); err != nil {
-			return
-		}
-		if err := readRESP(fromUp, &reply); err != nil {
-			return
-		}
-		if _, err := client.Write(reply.Bytes()); err != nil {
-			return
-		}
-	}
-}
-
-// readRESP copies one RESP2 value from r to w.
-func readRESP(r *bufio.Reader, w *bytes.Buffer) error {
-	line, err := r.ReadBytes('\n')
-	if err != nil {
-		return err
-	}
-	if len(line) < 3 {
-		return fmt.Errorf("short RESP line %q", line)
-	}
-	w.Write(line)
-	switch line[0] {
-	case '+', '-', ':':
-		return nil
-	case '$', '*':
-		n, err := strconv.Atoi(string(line[1 : len(line)-2]))
-		if err != nil {
-			return err
-		}
-		if line[0] == '$' {
-			if n < 0 {
-				return nil
-			}
-			_, err := io.CopyN(w, r, int64(n)+2)
-			return err
-		}
-		for range max(n, 0) {
-			if err := readRESP(r, w); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	return fmt.Errorf("unknown RESP type in %q", line)
-}
 
 // transientReplies are error replies of a Redis that is not fit to write for
 // now, each as the server words it: not one of them may dead-letter an event.
@@ -192,8 +49,8 @@ var transientReplies = []string{
 func TestTransientRepliesDeadLetterNothing(t *testing.T) {
 	js := testenv.NATS(t, 2)
 	direct, prefix := newClient(t)
-	proxy := startRESPProxy(t, direct.Options().Addr)
-	client := redis.NewClient(&redis.Options{Addr: proxy.addr(), DB: direct.Options().DB, Protocol: 2, MaxRetries: -1})
+	proxy := testenv.StartRESPProxy(t, direct.Options().Addr)
+	client := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DB: direct.Options().DB, MaxRetries: -1})
 	t.Cleanup(func() { _ = client.Close() })
 	orders := redisstore.NewOrderStore(client, prefix+"g1:")
 	stock := redisstore.NewInventoryStore(client, prefix+"g1:")
@@ -226,7 +83,7 @@ func TestTransientRepliesDeadLetterNothing(t *testing.T) {
 			code = "ERR_max"
 		}
 		before := storeErrors(t, reg, code)
-		proxy.answer(reply)
+		proxy.Refuse(reply)
 		id := fmt.Sprintf("order-%02d", i)
 		pub.order(id, domain.StatusPlaced)
 		pub.order(id, domain.StatusPaid)
@@ -237,7 +94,7 @@ func TestTransientRepliesDeadLetterNothing(t *testing.T) {
 		if err := rt.Ready(t.Context()); err == nil || !strings.Contains(err.Error(), code) {
 			t.Errorf("%s: Ready = %v, want the outage with the store's reply", code, err)
 		}
-		proxy.answer("")
+		proxy.Refuse("")
 		waitUntil(t, "the models to catch up after "+code, func() bool {
 			o, err := readOrders.Order(t.Context(), id)
 			s, err2 := readStock.Inventory(t.Context(), "SKU-1")
