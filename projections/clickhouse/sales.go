@@ -161,8 +161,7 @@ func (s *SalesStore) insert(ctx context.Context, lines []salesLine) error {
 	for _, l := range lines {
 		if err := batch.Append(l.orderID, l.lineNo, l.sku, l.category, l.day, l.placedAt, l.placedAtUS,
 			l.quantity, l.priceCents, l.cancelled, l.version); err != nil {
-			// The row's own values do not fit its columns.
-			return fmt.Errorf("append row of order %s: %w: %w", l.orderID, projections.ErrRejected, err)
+			return fmt.Errorf("append row of order %s: %w", l.orderID, err)
 		}
 	}
 	if err := batch.Send(); err != nil {

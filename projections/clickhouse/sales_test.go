@@ -3,6 +3,7 @@ package chstore_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -107,6 +108,25 @@ func TestReportIsTheSameBeforeAndAfterMerges(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	check("after merges")
+}
+
+// A table of an earlier build, versioned by the stream sequence, cannot keep
+// the version rule: EnsureSchema says to rebuild rather than write into it.
+func TestEnsureSchemaRefusesATableVersionedBySequence(t *testing.T) {
+	conn := connect(t)
+	err := conn.Exec(t.Context(), `CREATE TABLE sales_lines_g1 (order_id String, line_no UInt16, sku String,
+	category String, day Date, placed_at DateTime, placed_at_us Int64, quantity Int64, price_cents Int64,
+	cancelled UInt8, seq UInt64) ENGINE = ReplacingMergeTree(seq) PARTITION BY toYYYYMM(day) ORDER BY (order_id, line_no)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := chstore.NewSalesStore(conn, "g1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnsureSchema(t.Context()); !errors.Is(err, chstore.ErrSchemaMismatch) {
+		t.Fatalf("EnsureSchema on a table versioned by seq = %v, want ErrSchemaMismatch", err)
+	}
 }
 
 func TestNewSalesStoreRejectsBadGenerations(t *testing.T) {
