@@ -20,41 +20,62 @@ type Outage struct {
 	Failures int64  `json:"failures"`
 }
 
-// outages records, per projection, the store failures since its last
-// successful apply.
+// outages records, per projection and partition, the store failures since
+// the partition's last successful apply: a store that fails for some keys
+// only (one shard of a cluster) is in an outage while any partition waits.
 type outages struct {
 	mu  sync.Mutex
-	now map[string]*Outage
+	now map[string]map[int]*Outage
 }
 
-func newOutages() *outages { return &outages{now: map[string]*Outage{}} }
+func newOutages() *outages { return &outages{now: map[string]map[int]*Outage{}} }
 
-func (o *outages) failed(projection string, err error, at time.Time) {
+func (o *outages) failed(projection string, partition int, err error, at time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	cur := o.now[projection]
+	parts := o.now[projection]
+	if parts == nil {
+		parts = map[int]*Outage{}
+		o.now[projection] = parts
+	}
+	cur := parts[partition]
 	if cur == nil {
 		cur = &Outage{Projection: projection, Since: at}
-		o.now[projection] = cur
+		parts[partition] = cur
 	}
 	cur.Reply, cur.Error = StoreReply(err), err.Error()
 	cur.Failures++
 }
 
-func (o *outages) applied(projection string) {
+func (o *outages) applied(projection string, partition int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	delete(o.now, projection)
+	delete(o.now[projection], partition)
 }
 
+// of merges the partitions' outages of projection: since the earliest, with
+// the reply of the one that began last and every failure; nil when no
+// partition is waiting.
 func (o *outages) of(projection string) *Outage {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if cur := o.now[projection]; cur != nil {
-		c := *cur
-		return &c
+	var out *Outage
+	var latest time.Time
+	for _, cur := range o.now[projection] {
+		if out == nil {
+			c := *cur
+			out, latest = &c, cur.Since
+			continue
+		}
+		out.Failures += cur.Failures
+		if cur.Since.Before(out.Since) {
+			out.Since = cur.Since
+		}
+		if cur.Since.After(latest) {
+			latest, out.Reply, out.Error = cur.Since, cur.Reply, cur.Error
+		}
 	}
-	return nil
+	return out
 }
 
 // Outages lists the projections whose store failed its last attempt to apply

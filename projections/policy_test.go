@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 )
 
 func TestDecide(t *testing.T) {
@@ -63,5 +64,28 @@ func TestStoreReply(t *testing.T) {
 		if got := StoreReply(tc.err); got != tc.want {
 			t.Errorf("StoreReply(%v) = %q, want %q", tc.err, got, tc.want)
 		}
+	}
+}
+
+func TestOutagesLastWhileAnyPartitionWaits(t *testing.T) {
+	t.Parallel()
+	o := newOutages()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	o.failed("orders", 0, WithReply("CLUSTERDOWN", errors.New("CLUSTERDOWN The cluster is down")), t0)
+	o.failed("orders", 1, WithReply("MISCONF", errors.New("MISCONF no disk")), t0.Add(time.Second))
+	o.failed("orders", 1, WithReply("MISCONF", errors.New("MISCONF no disk")), t0.Add(2*time.Second))
+	o.applied("orders", 0)
+	got := o.of("orders")
+	if got == nil || got.Since != t0.Add(time.Second) || got.Reply != "MISCONF" || got.Failures != 2 {
+		t.Fatalf("after partition 0 applied: %+v, want partition 1's outage since t0+1s, MISCONF, 2 failures", got)
+	}
+	o.failed("orders", 0, errors.New("dial tcp: connection refused"), t0.Add(3*time.Second))
+	if got := o.of("orders"); got.Since != t0.Add(time.Second) || got.Reply != "error" || got.Failures != 3 {
+		t.Fatalf("both partitions failing: %+v", got)
+	}
+	o.applied("orders", 0)
+	o.applied("orders", 1)
+	if got := o.of("orders"); got != nil || o.of("inventory") != nil {
+		t.Fatalf("after both applied: %+v", got)
 	}
 }

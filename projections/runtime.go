@@ -469,7 +469,7 @@ func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error 
 		}
 		err := w.store.Apply(ctx, envs)
 		if err == nil {
-			w.rt.outages.applied(w.p.Name)
+			w.rt.outages.applied(w.p.Name, w.partition)
 			w.rt.metrics.observe(w.p.Name, w.partition, envs, time.Since(start))
 			if w.rt.cfg.OnApplied != nil {
 				w.rt.cfg.OnApplied(w.p.Name, envs)
@@ -519,7 +519,7 @@ func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error 
 			continue
 		}
 		if f.cause == causeOutage {
-			w.rt.outages.failed(w.p.Name, err, time.Now())
+			w.rt.outages.failed(w.p.Name, w.partition, err, time.Now())
 			w.rt.metrics.storeErrors.WithLabelValues(w.p.Name, StoreReply(err)).Inc()
 		}
 		w.rt.metrics.retries.WithLabelValues(w.p.Name).Inc()
