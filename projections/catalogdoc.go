@@ -8,11 +8,15 @@ import (
 )
 
 // CatalogDoc is one SKU of the catalog read model as every catalog adapter
-// keeps it. The
-// product fields come from product events and Available from inventory
-// events; each kind has its own idempotency key (the stream sequence of the
-// last event of that kind applied), because the two kinds are independent
-// facts about the SKU.
+// keeps it. It holds two aggregates: the product fields come from product
+// events and Available from inventory events. Each part is guarded by its own
+// aggregate's version (Version and InventoryVersion), because the two are
+// independent facts about the SKU: an event changes its part only when it
+// carries a newer version, so an older one (re-published, redelivered,
+// replayed) never rolls the part back, and one of the same version is the
+// same event and changes nothing. ProductSeq and InventorySeq record the
+// stream sequence of the event that wrote each part, to trace a document back
+// to the stream.
 type CatalogDoc struct {
 	SKU              string            `json:"sku"`
 	HasProduct       bool              `json:"has_product"`
@@ -43,7 +47,7 @@ func (d *CatalogDoc) View() ProductView {
 }
 
 // CatalogChange is a decoded event the catalog applies: exactly one of
-// product and stock is set.
+// product and stock is set, each carrying its aggregate's version.
 type CatalogChange struct {
 	Seq     uint64
 	SKU     string
@@ -51,11 +55,11 @@ type CatalogChange struct {
 	Stock   *domain.InventoryLevels
 }
 
-// Apply applies c if its sequence is above the one d holds for c's kind and
-// reports whether d changed.
+// Apply applies c if its aggregate version is above the one d holds for c's
+// part and reports whether d changed.
 func (d *CatalogDoc) Apply(c CatalogChange) bool {
 	if c.Product != nil {
-		if c.Seq <= d.ProductSeq {
+		if d.HasProduct && c.Product.Version <= d.Version {
 			return false
 		}
 		p := c.Product
@@ -69,7 +73,7 @@ func (d *CatalogDoc) Apply(c CatalogChange) bool {
 		d.ProductSeq = c.Seq
 		return true
 	}
-	if c.Seq <= d.InventorySeq {
+	if c.Stock.Version <= d.InventoryVersion {
 		return false
 	}
 	d.Available, d.InventoryVersion = c.Stock.Available, c.Stock.Version
@@ -138,7 +142,3 @@ func decodeCatalogPayload(e Envelope, v any) error {
 	}
 	return nil
 }
-
-// MaxSeq is the highest stream sequence applied to d (Elasticsearch's
-// external version of the document).
-func (d *CatalogDoc) MaxSeq() uint64 { return max(d.ProductSeq, d.InventorySeq) }

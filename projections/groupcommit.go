@@ -2,7 +2,6 @@ package projections
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -21,7 +20,7 @@ import (
 // combined Apply reports a poison event, every batch is applied again on its
 // own, so the poison is reported to the worker that delivered it and nobody
 // else's events wait on it (re-applying is safe: Apply is idempotent); the
-// same for a batch the store rejects (ErrRejected). Any other failure is
+// same for a batch the store rejects (ErrRejected) or whose apply panics. Any other failure is
 // the store's, and every caller gets it to retry.
 type groupCommit struct {
 	store     Applier
@@ -120,9 +119,8 @@ func (g *groupCommit) leadWith(ctx context.Context, self *commitCall) error {
 			combined = append(combined, c.events...)
 		}
 		err := g.store.Apply(ctx, combined)
-		var poison *PoisonError
 		switch {
-		case errors.As(err, &poison) || errors.Is(err, ErrRejected):
+		case eventsFault(err):
 			for _, c := range calls {
 				c.err = g.store.Apply(ctx, c.events)
 			}

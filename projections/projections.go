@@ -13,10 +13,12 @@ import (
 	"time"
 )
 
-// Envelope is one event as delivered from the stream. Seq, the stream
-// sequence, is the idempotency key: a store applies an event only if Seq is
-// above the last sequence it applied for the same read-model key, so
-// redelivery and replay change nothing.
+// Envelope is one event as delivered from the stream. Seq is its stream
+// sequence, the partition's checkpoint; AggregateVersion (equal to the
+// version in the payload's snapshot) decides what a read-model key holds: a
+// store applies an event only if its version is above the one the key holds
+// for that aggregate, so redelivery, replay and an event re-published after
+// the stream's duplicate window (under a new, higher Seq) change nothing.
 type Envelope struct {
 	Seq              uint64
 	ID               string
@@ -34,7 +36,8 @@ type Envelope struct {
 type Applier interface {
 	// Apply applies events, in stream order, in as few round trips as the
 	// store allows (one for Redis, Bleve and ClickHouse). It is idempotent per
-	// key and sequence. It returns nil only when every event is durably
+	// key and aggregate version: an event at or below the version a key
+	// holds writes nothing. It returns nil only when every event is durably
 	// applied; on error nothing may be assumed applied and the batch is
 	// retried whole. An event it cannot interpret is reported as a
 	// *PoisonError naming it, without applying the rest of the batch.
@@ -52,8 +55,9 @@ func (e *PoisonError) Error() string { return "poison event: " + e.Reason }
 
 // ErrRejected marks a store error that retrying the same events cannot
 // cure: the store refused them for what they are (a value of the wrong type,
-// an argument out of range), not for a passing state of its own (down,
-// overloaded, restarting), which the runtime outwaits. A store wraps it,
+// an argument out of range). Each store wraps it around a short, explicit
+// list of such refusals; any other error is a state of the store (down,
+// overloaded, restarting, misconfigured), which the runtime outwaits. A store wraps it,
 // e.g. fmt.Errorf("…: %w: %w", ErrRejected, err). The runtime applies a
 // rejected batch again one event at a time and dead-letters each event the
 // store still rejects on its own, with the error as the reason.

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -69,10 +68,11 @@ type Config struct {
 	FetchWait time.Duration
 	// MaxDeliver (default 5): events delivered more often than this (their
 	// projectors stopped or died holding them, again and again) are applied
-	// one at a time, each acknowledged once applied, and one that still
-	// fails on its own is dead-lettered; the first event of a chunk
-	// delivered more than twice as often (it stops every projector even on
-	// its own) is dead-lettered without being applied.
+	// one at a time, each acknowledged once applied, so that whatever stops
+	// the projector next, the events before it do not wait for it again. An
+	// event whose apply panics MaxDeliver times on its own is dead-lettered.
+	// Deliveries themselves never dead-letter anything: a projector stopped
+	// or restarted during an outage delivers the same events again.
 	MaxDeliver int
 	// AckWait is how long the server waits for an ack before redelivering
 	// (default 30s); a worker retrying a batch extends it.
@@ -174,9 +174,7 @@ type Runtime struct {
 	cfg         Config
 	projections []Projection
 	metrics     *runtimeMetrics
-	// lastApplied is when each projection's store last applied a batch
-	// (Unix nanoseconds), on any partition: evidence that it works.
-	lastApplied map[string]*atomic.Int64
+	outages     *outages
 }
 
 // NewRuntime validates cfg and the projections.
@@ -204,11 +202,7 @@ func NewRuntime(js jetstream.JetStream, cfg Config, projections []Projection) (*
 	if err != nil {
 		return nil, err
 	}
-	last := map[string]*atomic.Int64{}
-	for _, p := range projections {
-		last[p.Name] = new(atomic.Int64)
-	}
-	return &Runtime{js: js, cfg: cfg, projections: projections, metrics: m, lastApplied: last}, nil
+	return &Runtime{js: js, cfg: cfg, projections: projections, metrics: m, outages: newOutages()}, nil
 }
 
 // The commit intervals jetcqrs gives its search index and its analytics
@@ -289,7 +283,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, len(r.projections)*r.cfg.Partitions)
 	for _, p := range r.projections {
-		store := p.Store
+		var store Applier = recovering{p.Store}
 		if p.CommitInterval > 0 {
 			store = newGroupCommit(store, p.CommitInterval, r.cfg.BatchSize*r.cfg.Partitions)
 		}
@@ -421,27 +415,20 @@ func (w *worker) fetch(ctx context.Context) error {
 }
 
 // process decodes, applies and acknowledges one chunk. Poison events go to
-// the dead-letter stream; a failing store is retried (the events stay
-// in progress) until it recovers or the runtime stops.
+// the dead-letter stream, and so do events the store rejects (see decide);
+// a failing store is retried (the events stay in progress) until it recovers
+// or the runtime stops.
 func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error {
 	start := time.Now()
 	items := make([]delivered, 0, len(msgs))
 	// suspect: some event was delivered more than MaxDeliver times, i.e.
 	// the projectors that had it stopped or died before acknowledging it,
-	// again and again. Maybe it kills them; maybe it only shared a batch
-	// with one that does.
+	// again and again: stopped during an outage, or killed by it.
 	suspect := false
-	for i, m := range msgs {
+	for _, m := range msgs {
 		md, err := m.Metadata()
 		if err != nil {
 			return fmt.Errorf("message metadata: %w", err)
-		}
-		if i == 0 && int(md.NumDelivered) > 2*w.rt.cfg.MaxDeliver {
-			// The head of the line, delivered MaxDeliver more times since
-			// its events began to be applied one by one: it stops every
-			// projector that tries it, even on its own.
-			w.deadLetter(ctx, m, md, fmt.Sprintf("delivered %d times without being applied", md.NumDelivered))
-			continue
 		}
 		suspect = suspect || int(md.NumDelivered) > w.rt.cfg.MaxDeliver
 		ev, err := jnats.DecodeMsg(m.Subject(), m.Headers(), m.Data())
@@ -465,14 +452,15 @@ func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error 
 		// the projector next, nothing before it waits for it again.
 		queue, acked = singles(items), map[jetstream.Msg]bool{}
 	}
-	var failingSince time.Time // of the group at the head of the queue
-	for attempt := 0; len(queue) > 0; attempt++ {
-		if attempt == 0 {
-			failingSince = time.Now()
-		}
+	// attempt and panics count the failed applies of the group at the head
+	// of the queue: the runtime's own count, which no restart or hand-back
+	// inflates.
+	attempt, panics := 0, 0
+	advance := func(next [][]delivered) { queue, attempt, panics = next, 0, 0 }
+	for len(queue) > 0 {
 		group := queue[0]
 		if len(group) == 0 {
-			queue, attempt = queue[1:], -1
+			advance(queue[1:])
 			continue
 		}
 		envs := make([]Envelope, len(group))
@@ -481,7 +469,7 @@ func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error 
 		}
 		err := w.store.Apply(ctx, envs)
 		if err == nil {
-			w.rt.lastApplied[w.p.Name].Store(time.Now().UnixNano())
+			w.rt.outages.applied(w.p.Name, w.partition)
 			w.rt.metrics.observe(w.p.Name, w.partition, envs, time.Since(start))
 			if w.rt.cfg.OnApplied != nil {
 				w.rt.cfg.OnApplied(w.p.Name, envs)
@@ -492,7 +480,7 @@ func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error 
 				}
 				acked[group[0].msg] = true
 			}
-			queue, attempt = queue[1:], -1
+			advance(queue[1:])
 			continue
 		}
 		var poison *PoisonError
@@ -505,33 +493,37 @@ func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error 
 			queue[0] = append(group[:i], group[i+1:]...)
 			continue
 		}
-		if errors.Is(err, ErrRejected) {
-			if len(group) == 1 {
-				w.deadLetter(ctx, group[0].msg, group[0].md, "rejected by the store: "+err.Error())
-				queue, attempt = queue[1:], -1
-				continue
+		f := failure{events: len(group), cause: causeOutage}
+		var pe *panicError
+		switch {
+		case errors.As(err, &pe):
+			panics++
+			f.cause, f.panics = causePanic, panics
+			w.log.Error("applying a batch panicked", "panic", pe.value, "stack", string(pe.stack), "events", len(group))
+		case errors.Is(err, ErrRejected):
+			f.cause = causeRejected
+		}
+		switch decide(f, w.rt.cfg.MaxDeliver) {
+		case deadLetterIt:
+			reason := "rejected by the store: " + err.Error()
+			if f.cause == causePanic {
+				reason = fmt.Sprintf("applying it panicked %d times: %v", panics, err)
 			}
-			// One event at a time, so that the store's refusal names the
-			// event it refuses.
-			queue, attempt = append(singles(group), queue[1:]...), -1
-			w.log.Warn("the store rejected a batch; applying its events one at a time", "err", err, "events", len(group))
+			w.deadLetter(ctx, group[0].msg, group[0].md, reason)
+			advance(queue[1:])
+			continue
+		case oneByOne:
+			// One event at a time, so that the failure names its event.
+			w.log.Warn("a batch failed for its events; applying them one at a time", "err", err, "events", len(group))
+			advance(append(singles(group), queue[1:]...))
 			continue
 		}
-		// The store works if it applied something since this event began to
-		// fail (on another partition), or, once the event has failed on its
-		// own MaxDeliver times, since this chunk began.
-		last := w.rt.lastApplied[w.p.Name].Load()
-		storeWorks := last > failingSince.UnixNano() || attempt+1 >= w.rt.cfg.MaxDeliver && last > start.UnixNano()
-		if suspect && len(group) == 1 && int(group[0].md.NumDelivered) > w.rt.cfg.MaxDeliver && storeWorks {
-			// It fails on its own while the store applies other events: it
-			// is to blame. (While nothing applies, the store is down: wait.)
-			w.deadLetter(ctx, group[0].msg, group[0].md, fmt.Sprintf("delivered %d times; fails on its own: %v",
-				group[0].md.NumDelivered, err))
-			queue, attempt = queue[1:], -1
-			continue
+		if f.cause == causeOutage {
+			w.rt.outages.failed(w.p.Name, w.partition, err, time.Now())
+			w.rt.metrics.storeErrors.WithLabelValues(w.p.Name, StoreReply(err)).Inc()
 		}
 		w.rt.metrics.retries.WithLabelValues(w.p.Name).Inc()
-		w.log.Warn("applying a batch failed; retrying", "err", err, "attempt", attempt+1, "events", len(group))
+		w.log.Warn("applying a batch failed; retrying", "err", err, "reply", StoreReply(err), "attempt", attempt+1, "events", len(group))
 		for _, g := range queue {
 			for _, it := range g {
 				_ = it.msg.InProgress()
@@ -550,6 +542,7 @@ func (w *worker) process(ctx, stop context.Context, msgs []jetstream.Msg) error 
 			return stop.Err()
 		}
 		sleep(stop, backoff(attempt, w.rt.cfg.RetryBackoff))
+		attempt++
 	}
 	// Every event is acknowledged on its own (dead-lettered ones included):
 	// with AckAll, a standby's ack of a later event would cover events a
@@ -651,6 +644,7 @@ type runtimeMetrics struct {
 	lag         *prometheus.HistogramVec
 	retries     *prometheus.CounterVec
 	deadLetters *prometheus.CounterVec
+	storeErrors *prometheus.CounterVec
 }
 
 func newRuntimeMetrics(reg prometheus.Registerer) (*runtimeMetrics, error) {
@@ -666,6 +660,10 @@ func newRuntimeMetrics(reg prometheus.Registerer) (*runtimeMetrics, error) {
 			Help: "Batches retried after a store error."}, []string{"projection"}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetcqrs_projection_dead_letters_total",
 			Help: "Events sent to the dead-letter stream."}, []string{"projection"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "jetcqrs_projection_store_errors_total",
+			Help: "Failed applies the runtime waits out (store outages), by the store's reply: a Redis error code " +
+				"(MISCONF, NOAUTH, LOADING…), an Elasticsearch error type, a ClickHouse exception name, or " +
+				"timeout, network, error."}, []string{"projection", "reply"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -686,6 +684,9 @@ func newRuntimeMetrics(reg prometheus.Registerer) (*runtimeMetrics, error) {
 		return nil, err
 	}
 	if m.deadLetters, err = register(reg, m.deadLetters); err != nil {
+		return nil, err
+	}
+	if m.storeErrors, err = register(reg, m.storeErrors); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -730,6 +731,9 @@ type Status struct {
 	LagMS int64 `json:"lag_ms"`
 	// DeadLetters counts this projection's events in the dead-letter stream.
 	DeadLetters uint64 `json:"dead_letters"`
+	// Outage is set while the store fails to apply events (see
+	// Runtime.Outages).
+	Outage *Outage `json:"outage,omitempty"`
 	// Rebuild is the generation being built beside this one, if any.
 	Rebuild *Status `json:"rebuild,omitempty"`
 }
@@ -747,7 +751,7 @@ func (r *Runtime) Status(ctx context.Context) ([]Status, error) {
 		return nil, fmt.Errorf("projections: stream: %w", err)
 	}
 	for _, p := range r.projections {
-		st := Status{Name: p.Name, Generation: r.cfg.Generation}
+		st := Status{Name: p.Name, Generation: r.cfg.Generation, Outage: r.outages.of(p.Name)}
 		var oldest time.Time // stored time of the oldest event not yet applied
 		for part := 0; part < r.cfg.Partitions; part++ {
 			c, err := r.js.Consumer(ctx, r.cfg.Stream, r.ConsumerName(p.Name, part))

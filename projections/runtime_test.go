@@ -434,11 +434,12 @@ func TestEventTypesNarrowWhatTheServerDelivers(t *testing.T) {
 }
 
 // crashingStore fails every batch that holds seq (0: every batch while
-// down), as a store would whose projector crashes on that event each time,
-// or one that is down.
+// down), as a store would that is down, or down for that event's key; and
+// panics on every batch that holds panicSeq.
 type crashingStore struct {
 	*recorder
-	seq      uint64
+	seq      atomic.Uint64
+	panicSeq uint64
 	down     atomic.Bool
 	failures atomic.Int64
 }
@@ -449,9 +450,14 @@ func (c *crashingStore) Apply(ctx context.Context, events []projections.Envelope
 		return fmt.Errorf("connection refused")
 	}
 	for _, e := range events {
-		if e.Seq == c.seq {
+		if e.Seq == c.seq.Load() {
 			c.failures.Add(1)
 			return fmt.Errorf("connection reset by peer")
+		}
+		if e.Seq == c.panicSeq {
+			c.failures.Add(1)
+			var m map[string]int
+			m["boom"]++ // panics: assignment to entry in nil map
 		}
 	}
 	return c.recorder.Apply(ctx, events)
@@ -478,78 +484,113 @@ func restartWhileFailing(t *testing.T, js *testenv.JetStream, cfg projections.Co
 	}
 }
 
-// TestRuntimeOutwaitsAnOutageAcrossRestarts: projectors restarted while
-// their store is down deliver the same events again and again; that alone
-// dead-letters nothing, and everything is applied once the store is back.
+func deadLetters(t *testing.T, js *testenv.JetStream) []string {
+	t.Helper()
+	dlq, err := js.JS.Stream(t.Context(), jnats.DefaultDeadLetterStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := dlq.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		if m, err := dlq.GetMsg(t.Context(), seq); err == nil {
+			out = append(out, m.Header.Get(projections.HeaderDLQStreamSeq)+": "+m.Header.Get(projections.HeaderDLQReason))
+		}
+	}
+	return out
+}
+
+// TestRuntimeOutwaitsAnOutageAcrossRestarts: projectors restarted eleven
+// times while their store is down deliver the same events again and again,
+// far past MaxDeliver and twice MaxDeliver; that alone dead-letters nothing,
+// and everything is applied once the store is back. The outage shows in the
+// runtime's readiness check meanwhile, and is gone once the store applies.
 func TestRuntimeOutwaitsAnOutageAcrossRestarts(t *testing.T) {
 	t.Parallel()
 	js := testenv.NATS(t, 1)
 	store := &crashingStore{recorder: newRecorder("a")}
 	store.down.Store(true)
-	publish(t, js, 4, 2)
+	publish(t, js, 3, 3)
 	cfg := projections.Config{Partitions: 1, MaxDeliver: 2, RetryBackoff: 20 * time.Millisecond, PinnedTTL: time.Second,
 		Logger: slog.New(slog.DiscardHandler)}
-	restartWhileFailing(t, js, cfg, store, 3)
-	startRuntime(t, js.JS, cfg, store)
-	before := store.failures.Load()
-	waitFor(t, "the suspect chunk to fail while the store is down", 10*time.Second, func() bool { return store.failures.Load() > before+3 })
-	store.down.Store(false)
-	waitFor(t, "all 4 applied", 10*time.Second, func() bool { return store.count() == 4 })
-	dlq, err := js.JS.Stream(t.Context(), jnats.DefaultDeadLetterStreamName)
+	restartWhileFailing(t, js, cfg, store, 11)
+	rt, err := projections.NewRuntime(js.JS, cfg, []projections.Projection{{Name: "orders", AggregateTypes: []string{"order"}, Store: store}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info, err := dlq.Info(t.Context()); err != nil || info.State.Msgs != 0 {
-		t.Fatalf("dead letters after an outage: %v, %v", info.State.Msgs, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	}()
+	before := store.failures.Load()
+	waitFor(t, "the events to fail again while the store is down", 10*time.Second, func() bool { return store.failures.Load() > before+3 })
+	if err := rt.Ready(t.Context()); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("Ready during the outage = %v, want the store's error", err)
+	}
+	if o := rt.Outages(); len(o) != 1 || o[0].Projection != "orders" || o[0].Failures < 3 {
+		t.Errorf("Outages = %+v", o)
+	}
+	store.down.Store(false)
+	waitFor(t, "all 3 applied", 10*time.Second, func() bool { return store.count() == 3 })
+	if dls := deadLetters(t, js); len(dls) != 0 {
+		t.Fatalf("dead letters after an outage across 11 restarts: %q", dls)
+	}
+	if err := rt.Ready(t.Context()); err != nil {
+		t.Errorf("Ready once the store applies = %v", err)
 	}
 }
 
-// TestRuntimeDeadLettersAfterMaxDeliveries: an event whose batch never
-// applies, delivered again by each projector that takes the partition after
-// the previous one stopped (or died) holding it, is, once delivered more
-// than MaxDeliver times, tried on its own and dead-lettered when it still
-// fails; the events that only shared its batches are applied, and the
-// partition moves on.
-func TestRuntimeDeadLettersAfterMaxDeliveries(t *testing.T) {
+// TestRuntimeNeverDeadLettersAStoreFailure: an event whose every batch fails
+// with a store error (its key's shard is down, say), delivered again by each
+// projector that takes the partition after the previous one stopped holding
+// it, waits: the event before it is applied on its own, it and those behind
+// it are applied once the store takes it, and nothing is dead-lettered.
+func TestRuntimeNeverDeadLettersAStoreFailure(t *testing.T) {
 	t.Parallel()
 	js := testenv.NATS(t, 1)
-	store := &crashingStore{recorder: newRecorder("a"), seq: 3}
+	store := &crashingStore{recorder: newRecorder("a")}
+	store.seq.Store(3)
 	publish(t, js, 6, 2)
 	cfg := projections.Config{Partitions: 1, MaxDeliver: 2, RetryBackoff: 20 * time.Millisecond, PinnedTTL: time.Second,
 		Logger: slog.New(slog.DiscardHandler)}
-	restartWhileFailing(t, js, cfg, store, 2)
-	if store.count() != 0 {
-		t.Fatalf("applied %d events while seq 3 failed every batch", store.count())
-	}
+	restartWhileFailing(t, js, cfg, store, 6)
 	startRuntime(t, js.JS, cfg, store)
-	dlq, err := js.JS.Stream(t.Context(), jnats.DefaultDeadLetterStreamName)
-	if err != nil {
-		t.Fatal(err)
+	before := store.failures.Load()
+	waitFor(t, "seq 3 to fail on its own a few times", 10*time.Second, func() bool { return store.failures.Load() > before+5 })
+	if got := store.count(); got != 1 { // the stream's seq 2, before it
+		t.Fatalf("applied %d events with seq 3 failing, want the one before it", got)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for store.count() != 5 {
-		if time.Now().After(deadline) {
-			info, _ := dlq.Info(t.Context())
-			var dls []string
-			for seq := uint64(1); info != nil && seq <= info.State.LastSeq; seq++ {
-				if m, err := dlq.GetMsg(t.Context(), seq); err == nil {
-					dls = append(dls, m.Header.Get(projections.HeaderDLQStreamSeq)+": "+m.Header.Get(projections.HeaderDLQReason))
-				}
-			}
-			t.Fatalf("applied %d events, want the other 5; dead letters %q", store.count(), dls)
-		}
-		time.Sleep(20 * time.Millisecond)
+	store.seq.Store(0)
+	waitFor(t, "all 6 applied", 10*time.Second, func() bool { return store.count() == 6 })
+	if dls := deadLetters(t, js); len(dls) != 0 {
+		t.Fatalf("dead letters for a store failure: %q", dls)
 	}
-	waitFor(t, "one dead letter", 10*time.Second, func() bool {
-		info, err := dlq.Info(t.Context())
-		return err == nil && info.State.Msgs == 1
-	})
-	m, err := dlq.GetMsg(t.Context(), 1)
-	if err != nil {
-		t.Fatal(err)
+}
+
+// TestRuntimeDeadLettersAnEventWhoseApplyPanics: a store whose code panics on
+// one event costs that event, not the projector: it is tried on its own,
+// dead-lettered once it panicked MaxDeliver times, and the partition moves on.
+func TestRuntimeDeadLettersAnEventWhoseApplyPanics(t *testing.T) {
+	t.Parallel()
+	js := testenv.NATS(t, 1)
+	store := &crashingStore{recorder: newRecorder("a"), panicSeq: 3}
+	publish(t, js, 6, 2)
+	cfg := projections.Config{Partitions: 1, MaxDeliver: 2, RetryBackoff: 20 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)}
+	startRuntime(t, js.JS, cfg, store)
+	waitFor(t, "the other 5 applied", 10*time.Second, func() bool { return store.count() == 5 })
+	var dls []string
+	waitFor(t, "one dead letter", 10*time.Second, func() bool { dls = deadLetters(t, js); return len(dls) == 1 })
+	if !strings.HasPrefix(dls[0], "3: applying it panicked 2 times") || !strings.Contains(dls[0], "nil map") {
+		t.Fatalf("dead letter = %q", dls[0])
 	}
-	if m.Header.Get(projections.HeaderDLQStreamSeq) != "3" || m.Header.Get(projections.HeaderDLQDeliveries) != "3" ||
-		!strings.Contains(m.Header.Get(projections.HeaderDLQReason), "delivered 3 times") {
-		t.Fatalf("dead letter headers: %v", m.Header)
-	}
+	assertInOrder(t, store.recorder)
 }

@@ -151,6 +151,14 @@ func (m *Main) open(ctx context.Context) error {
 	}
 	if m.comp.Projector {
 		m.projector = newProjector(m)
+		// A store the projector is waiting out makes the process not ready.
+		m.checks["projections"] = func(ctx context.Context) error {
+			var errs []error
+			for _, rt := range m.projector.runtimes() {
+				errs = append(errs, rt.Ready(ctx))
+			}
+			return errors.Join(errs...)
+		}
 		m.mountDLQ(r, tokens)
 		m.mountRebuild(r, tokens)
 	}

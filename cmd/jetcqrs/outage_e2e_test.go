@@ -2,14 +2,19 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/jetcqrs/jetcqrs/domain"
+	"github.com/jetcqrs/jetcqrs/internal/testenv"
 	jnats "github.com/jetcqrs/jetcqrs/nats"
 	"github.com/jetcqrs/jetcqrs/projections"
 )
@@ -198,4 +203,110 @@ func TestProjectorStoppedWithEventsInHandLosesNothing(t *testing.T) {
 			len(missing), len(orders), strings.Join(missing, " "))
 	}
 	writer.checkReadModelsMatchWriteSide(second.main, false)
+}
+
+// misconf is the reply of a Redis that cannot persist and so refuses writes.
+const misconf = "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. " +
+	"Commands that may modify the data set are disabled, because this instance is configured to report errors " +
+	"during writes if RDB snapshotting fails (stop-writes-on-bgsave-error option). Please check the Redis logs " +
+	"for details about the RDB error."
+
+// TestRedisRefusingWritesAcrossProjectorRestartsDeadLettersNothing puts the
+// read models' Redis behind a stand-in that answers MISCONF to every write,
+// as a Redis that cannot persist does, while orders are placed: the
+// projector reports the outage in /readyz and in its store-error metric under
+// the reply. The projector is then restarted eleven times while Redis still
+// refuses, so every event in hand is delivered again and again, far past
+// MaxDeliver; once Redis writes again, every event is applied and none is
+// dead-lettered.
+func TestRedisRefusingWritesAcrossProjectorRestartsDeadLettersNothing(t *testing.T) {
+	cfg := testConfig(t)
+	opts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.StartRESPProxy(t, opts.Addr)
+	cfg.RedisURL = "redis://" + proxy.Addr() + "/" + strconv.Itoa(opts.DB)
+	writer := startSystem(t, cfg, Components{CommandAPI: true, Relay: true})
+	admin := writer.token("ops", domain.RoleAdmin)
+	customer := writer.token("ida", domain.RoleCustomer)
+	first := startPeer(t, writer, Components{Projector: true})
+	skus := writer.seedCatalog(admin, "MC", 3, 10_000)
+	writer.awaitCaughtUp(first, 30*time.Second)
+
+	proxy.Refuse(misconf, "EVALSHA", "EVAL", "ZADD", "HSET", "SET", "SCRIPT")
+	for i := 0; i < 24; i++ {
+		writer.expect(http.StatusCreated, http.MethodPost, "/v1/orders", customer, map[string]any{"user_id": "ida",
+			"items":   []map[string]any{{"sku": skus[i%len(skus)], "quantity": 1}},
+			"payment": map[string]string{"method": "card", "token": "t"}}, nil, nil)
+	}
+	var ready struct {
+		Ready  bool              `json:"ready"`
+		Checks map[string]string `json:"checks"`
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		resp, raw := first.do(http.MethodGet, "/readyz", "", nil, nil, nil)
+		if err := json.Unmarshal(raw, &ready); err != nil {
+			t.Fatalf("/readyz: %v: %s", err, raw)
+		}
+		if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(ready.Checks["projections"], "MISCONF") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz during the outage: %d %s", resp.StatusCode, raw)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := storeErrors(t, first.main, "orders", "MISCONF"); n == 0 {
+		t.Errorf("jetcqrs_projection_store_errors_total{projection=orders,reply=MISCONF} = 0 during the outage")
+	}
+	first.stop()
+
+	for restart := 1; restart <= 11; restart++ {
+		p := startPeer(t, writer, Components{Projector: true})
+		for deadline := time.Now().Add(time.Minute); storeErrors(t, p.main, "orders", "MISCONF") == 0; {
+			if time.Now().After(deadline) {
+				t.Fatalf("restart %d: the projector did not try the orders within a minute", restart)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		p.stop()
+	}
+
+	proxy.Refuse("")
+	last := startPeer(t, writer, Components{Projector: true})
+	for _, st := range writer.awaitCaughtUp(last, 2*time.Minute) {
+		if st.DeadLetters != 0 {
+			t.Errorf("%s: %d dead letters after an outage across 11 restarts", st.Name, st.DeadLetters)
+		}
+	}
+	writer.checkReadModelsMatchWriteSide(last.main, false)
+	if resp, raw := last.do(http.MethodGet, "/readyz", "", nil, nil, nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("/readyz after the outage: %d %s", resp.StatusCode, raw)
+	}
+}
+
+// storeErrors reads jetcqrs_projection_store_errors_total of one projection
+// and reply from m's registry.
+func storeErrors(t *testing.T, m *Main, projection, reply string) float64 {
+	t.Helper()
+	families, err := m.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "jetcqrs_projection_store_errors_total" {
+			continue
+		}
+		for _, series := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range series.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["projection"] == projection && labels["reply"] == reply {
+				return series.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jetcqrs/jetcqrs/domain"
 	jnats "github.com/jetcqrs/jetcqrs/nats"
 )
@@ -66,19 +69,29 @@ func TestReplayingTheWholeStreamChangesNoReadModel(t *testing.T) {
 	if len(before.redis) < len(skus)+orders || orders < 50 {
 		t.Fatalf("history too thin: %d commands, %d Redis keys, %d orders", commands, len(before.redis), orders)
 	}
+	t.Logf("%d commands, %d Redis keys (%d orders)", commands, len(before.redis), orders)
+	s.replayWholeStream(admin)
+	s.wantReadSide(before, s.snapshotReadSide(admin, skus), "the replay")
+	s.checkReadModelsMatchWriteSide(s.main, true)
+}
+
+// replayWholeStream deletes every projection consumer, so that the runtime
+// re-creates them and redelivers the whole stream into the existing read
+// models, and waits until it has (the applied counters doubled) and every
+// projection is live again with no dead letter.
+func (s *system) replayWholeStream(admin string) {
+	s.t.Helper()
 	applied := map[string]float64{}
 	for _, p := range projectionNames {
-		applied[p] = counter(t, s.main, "jetcqrs_projection_events_applied_total", p)
+		applied[p] = counter(s.t, s.main, "jetcqrs_projection_events_applied_total", p)
 	}
-
-	t.Logf("%d commands, %d Redis keys (%d orders), events applied per projection %v", commands, len(before.redis), orders, applied)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, p := range projectionNames {
 		for part := 0; part < s.cfg.Partitions; part++ {
 			if err := s.main.js.DeleteConsumer(ctx, jnats.DefaultStreamName, consumerName(p, part)); err != nil {
-				t.Fatalf("delete consumer %s: %v", consumerName(p, part), err)
+				s.t.Fatalf("delete consumer %s: %v", consumerName(p, part), err)
 			}
 		}
 	}
@@ -86,7 +99,7 @@ func TestReplayingTheWholeStreamChangesNoReadModel(t *testing.T) {
 	for {
 		replayed := true
 		for _, p := range projectionNames {
-			replayed = replayed && counter(t, s.main, "jetcqrs_projection_events_applied_total", p) >= 2*applied[p]
+			replayed = replayed && counter(s.t, s.main, "jetcqrs_projection_events_applied_total", p) >= 2*applied[p]
 		}
 		if replayed {
 			break
@@ -94,35 +107,132 @@ func TestReplayingTheWholeStreamChangesNoReadModel(t *testing.T) {
 		if time.Now().After(deadline) {
 			now := map[string]float64{}
 			for _, p := range projectionNames {
-				now[p] = counter(t, s.main, "jetcqrs_projection_events_applied_total", p)
+				now[p] = counter(s.t, s.main, "jetcqrs_projection_events_applied_total", p)
 			}
-			t.Fatalf("the stream was not replayed within a minute of deleting the consumers: applied %v before, %v now", applied, now)
+			s.t.Fatalf("the stream was not replayed within a minute of deleting the consumers: applied %v before, %v now", applied, now)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	for _, st := range s.awaitLive(admin, time.Minute) {
 		if st.DeadLetters != 0 {
-			t.Errorf("after the replay: %+v", st)
+			s.t.Errorf("after the replay: %+v", st)
 		}
 	}
+}
 
-	after := s.snapshotReadSide(admin, skus)
+// wantReadSide fails the test where after differs from before.
+func (s *system) wantReadSide(before, after readSideSnapshot, what string) {
+	s.t.Helper()
 	if !maps.Equal(before.redis, after.redis) {
 		for _, k := range slices.Sorted(maps.Keys(before.redis)) {
 			if v, ok := after.redis[k]; !ok || v != before.redis[k] {
-				t.Errorf("Redis %s changed by the replay (still there: %v)", k, ok)
+				s.t.Errorf("Redis %s changed by %s (still there: %v)", k, what, ok)
 			}
 		}
 		for k := range after.redis {
 			if _, ok := before.redis[k]; !ok {
-				t.Errorf("Redis %s appeared in the replay", k)
+				s.t.Errorf("Redis %s appeared in %s", k, what)
 			}
 		}
 	}
 	for _, p := range slices.Sorted(maps.Keys(before.queries)) {
 		if after.queries[p] != before.queries[p] {
-			t.Errorf("GET %s changed by the replay:\nbefore %s\nafter  %s", p, before.queries[p], after.queries[p])
+			s.t.Errorf("GET %s changed by %s:\nbefore %s\nafter  %s", p, what, before.queries[p], after.queries[p])
 		}
 	}
+}
+
+// TestOldEventsRepublishedAfterTheDuplicateWindowMoveNoReadModel builds a
+// history with a duplicate window of 1 s, then, once the window has passed,
+// publishes old events again by hand with their original ids, subjects,
+// headers and payloads, as a client re-sending them would: the stream takes
+// them as new, with new and higher sequences. Each aggregate's first event
+// (older than its current version) and its last one (the current version) go
+// again, so every model meets an older and an equal version: orders and sales
+// an OrderPlaced of an order since paid or cancelled, inventory and the
+// catalog stock events and a ProductCreated of a product since updated. No
+// read model moves, down to the bytes, and a full replay of the stream,
+// re-published events included, leaves them byte-identical too.
+func TestOldEventsRepublishedAfterTheDuplicateWindowMoveNoReadModel(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.DuplicateWindow = time.Second
+	s := startSystem(t, cfg, All)
+	admin := s.token("ops", domain.RoleAdmin)
+	skus := s.seedCatalog(admin, "RE", 6, 10_000)
+	w := s.startWorkload(admin, skus, 4, 50)
+	w.wg.Wait()
+	w.stop()
+	s.awaitLive(admin, time.Minute)
+	before := s.snapshotReadSide(admin, skus)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stream, err := s.main.js.Stream(ctx, jnats.DefaultStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byAggregate := map[string][]*jetstream.RawStreamMsg{}
+	var aggregates []string
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("get %d: %v", seq, err)
+		}
+		key := m.Header.Get(jnats.HeaderAggregateType) + "/" + m.Header.Get(jnats.HeaderAggregateID)
+		if _, seen := byAggregate[key]; !seen {
+			aggregates = append(aggregates, key)
+		}
+		byAggregate[key] = append(byAggregate[key], m)
+	}
+	var again []*jetstream.RawStreamMsg
+	kinds := map[string]int{} // what the older events re-published are
+	for _, key := range aggregates {
+		history := byAggregate[key]
+		if len(history) < 2 {
+			continue
+		}
+		first, last := history[0], history[len(history)-1]
+		again = append(again, first, last)
+		kind := first.Header.Get(jnats.HeaderEventType) + " then " + last.Header.Get(jnats.HeaderEventType)
+		if first.Header.Get(jnats.HeaderAggregateType) == domain.AggregateInventory {
+			kind = "inventory"
+		}
+		kinds[kind]++
+	}
+	for _, kind := range []string{"OrderPlaced then OrderCancelled", "ProductCreated then ProductUpdated", "inventory"} {
+		if kinds[kind] == 0 {
+			t.Fatalf("the history has no %s to re-publish: %v", kind, kinds)
+		}
+	}
+	if kinds["OrderPlaced then OrderPaid"]+kinds["OrderPlaced then OrderShipped"]+kinds["OrderPlaced then OrderDelivered"] == 0 {
+		t.Fatalf("the history has no order paid since it was placed: %v", kinds)
+	}
+
+	time.Sleep(cfg.DuplicateWindow + 200*time.Millisecond) // the window of the newest original ends
+	for _, m := range again {
+		out := natsgo.NewMsg(m.Subject)
+		out.Header, out.Data = m.Header, m.Data
+		ack, err := s.main.js.PublishMsg(ctx, out)
+		if err != nil {
+			t.Fatalf("re-publish %s: %v", m.Header.Get(jnats.HeaderMsgID), err)
+		}
+		if ack.Duplicate || ack.Sequence <= info.State.LastSeq {
+			t.Fatalf("re-published %s taken as a duplicate (%+v): the window has not passed", m.Header.Get(jnats.HeaderMsgID), ack)
+		}
+	}
+	t.Logf("re-published %d events of %d aggregates: %v", len(again), len(again)/2, kinds)
+	for _, st := range s.awaitLive(admin, time.Minute) {
+		if st.DeadLetters != 0 {
+			t.Errorf("after re-publishing: %+v", st)
+		}
+	}
+	s.wantReadSide(before, s.snapshotReadSide(admin, skus), "re-published old events")
+
+	s.replayWholeStream(admin)
+	s.wantReadSide(before, s.snapshotReadSide(admin, skus), "a full replay")
 	s.checkReadModelsMatchWriteSide(s.main, true)
 }

@@ -129,7 +129,7 @@ func ProjectionApply(ctx context.Context, cfg ProjectionApplyConfig) (string, er
 	out.WriteString("shipped, delivered or cancelled with releases) is split as the runtime's consumers split it: each store gets\n")
 	fmt.Fprintf(&out, "its projection's aggregate types, in stream order, in batches of %d (the runtime's batch size), one Apply at a\n", cfg.BatchSize)
 	fmt.Fprintf(&out, "time. The raw baseline and the store alternate batch by batch until each has spent about %s applying; the\n", cfg.Duration)
-	out.WriteString("stream is replayed with higher sequences when it runs out, so every event is a real write. events/s = events /\n")
+	out.WriteString("stream is replayed with higher sequences and aggregate versions when it runs out, so every event is a real write. events/s = events /\n")
 	out.WriteString("time inside Apply (or the raw batch). The raw side decodes each batch into its writes before its clock starts;\n")
 	out.WriteString("\"raw incl. decoding\" counts that decoding too, so the last two ratios separate what the store pays for its\n")
 	out.WriteString("idempotency (Lua guard, read-modify-write) from what it pays for decoding the events.\n\n")
@@ -179,7 +179,9 @@ func (s *applyStats) rate() float64 { return float64(s.events) / s.busy.Seconds(
 // applyBoth applies batches in order through the raw baseline and the store,
 // alternating batch by batch (and which side goes first) so that both see
 // the same machine, until each side has spent about d applying. When the
-// batches run out they are replayed with sequences shifted by seqSpan. raw
+// batches run out they are replayed with sequences and aggregate versions
+// shifted by seqSpan (no aggregate has more versions than the stream has
+// events), so that the stores' version guards let every event write. raw
 // times the raw writes only; rawDecoding adds the raw side's decoding.
 func applyBoth(ctx context.Context, label string, d time.Duration, batches [][]projections.Envelope, seqSpan int,
 	m applyModel, log io.Writer) (raw, rawDecoding, store applyStats, err error) {
@@ -198,8 +200,9 @@ func applyBoth(ctx context.Context, label string, d time.Duration, batches [][]p
 			}
 			shifted := make([]projections.Envelope, len(b))
 			for i, e := range b {
-				e.Seq += uint64(pass * seqSpan)
-				shifted[i] = e
+				if shifted[i], err = shiftEvent(e, pass*seqSpan); err != nil {
+					return raw, rawDecoding, store, err
+				}
 			}
 			runRaw := func() error {
 				start := time.Now()
@@ -240,6 +243,32 @@ func applyBoth(ctx context.Context, label string, d time.Duration, batches [][]p
 	fmt.Fprintf(log, "%s: %d batches of up to %d events; raw %.0f events/s (%.0f with decoding), store %.0f events/s\n",
 		label, n, len(batches[0]), raw.rate(), rawDecoding.rate(), store.rate())
 	return raw, rawDecoding, store, nil
+}
+
+// shiftEvent is e with its sequence and its aggregate version, in the
+// envelope and in the snapshot its payload carries at the top level, raised
+// by by.
+func shiftEvent(e projections.Envelope, by int) (projections.Envelope, error) {
+	if by == 0 {
+		return e, nil
+	}
+	e.Seq += uint64(by)
+	e.AggregateVersion += int64(by)
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(e.Payload, &fields); err != nil {
+		return e, fmt.Errorf("shift event %d: %w", e.Seq, err)
+	}
+	var version int64
+	if err := json.Unmarshal(fields["version"], &version); err != nil {
+		return e, fmt.Errorf("shift event %d: version: %w", e.Seq, err)
+	}
+	fields["version"] = json.RawMessage(strconv.FormatInt(version+int64(by), 10))
+	payload, err := json.Marshal(fields)
+	if err != nil {
+		return e, fmt.Errorf("shift event %d: %w", e.Seq, err)
+	}
+	e.Payload = payload
+	return e, nil
 }
 
 func redisOrdersModel(rdb *redis.Client, prefix string) applyModel {
@@ -410,10 +439,10 @@ type salesRow struct {
 	atMicros   int64
 	qty, price int64
 	cancelled  uint8
-	seq        uint64
+	version    uint64
 }
 
-const salesColumns = " (order_id, line_no, sku, category, day, placed_at, placed_at_us, quantity, price_cents, cancelled, seq)"
+const salesColumns = " (order_id, line_no, sku, category, day, placed_at, placed_at_us, quantity, price_cents, cancelled, version)"
 
 func clickHouseSalesModel(store *chstore.SalesStore, ch driver.Conn, rawTable string) applyModel {
 	return applyModel{
@@ -441,7 +470,7 @@ func clickHouseSalesModel(store *chstore.SalesStore, ch driver.Conn, rawTable st
 					for i, it := range snap.Items {
 						rows = append(rows, salesRow{orderID: snap.OrderID, lineNo: uint16(i), sku: it.SKU, cat: it.Category,
 							day: day, at: at.Truncate(time.Second), atMicros: at.UnixMicro(), qty: it.Quantity,
-							price: it.PriceCents, cancelled: cancelled, seq: e.Seq})
+							price: it.PriceCents, cancelled: cancelled, version: uint64(snap.Version)})
 					}
 				}
 				return rows, nil
@@ -457,7 +486,7 @@ func clickHouseSalesModel(store *chstore.SalesStore, ch driver.Conn, rawTable st
 				}
 				defer b.Close()
 				for _, r := range rows {
-					if err := b.Append(r.orderID, r.lineNo, r.sku, r.cat, r.day, r.at, r.atMicros, r.qty, r.price, r.cancelled, r.seq); err != nil {
+					if err := b.Append(r.orderID, r.lineNo, r.sku, r.cat, r.day, r.at, r.atMicros, r.qty, r.price, r.cancelled, r.version); err != nil {
 						return err
 					}
 				}

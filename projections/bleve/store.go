@@ -127,8 +127,8 @@ func (s *CatalogStore) Close() error {
 }
 
 // Apply implements projections.Applier: it loads the documents of the batch's
-// SKUs, applies each event whose sequence is above the one the document holds
-// for the event's kind (product or inventory), and writes the changed
+// SKUs, applies each event whose aggregate version is above the one the
+// document holds for its part (product or inventory), and writes the changed
 // documents in one Bleve batch, which is durable on disk when Apply returns.
 // Events of other aggregates are ignored. An undecodable event fails the whole
 // batch with a *projections.PoisonError before anything is written.
@@ -138,6 +138,8 @@ func (s *CatalogStore) Apply(ctx context.Context, events []projections.Envelope)
 		return err
 	}
 
+	// The read, the version checks and the batch happen under one lock: no
+	// other Apply can write a document between its read and its write.
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 

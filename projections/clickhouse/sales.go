@@ -10,12 +10,14 @@ package chstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/proto"
 
 	"github.com/jetcqrs/jetcqrs/domain"
 	"github.com/jetcqrs/jetcqrs/projections"
@@ -24,10 +26,14 @@ import (
 // SalesStore is the sales read model. Its table holds one row per order line
 // and event: OrderPlaced writes the lines, OrderCancelled writes them again
 // with cancelled = 1. The table is a ReplacingMergeTree versioned by the
-// stream sequence and keyed by (order_id, line_no), so for each line the row
-// of the latest event wins, and a redelivered event only adds an identical
-// duplicate. Reports pick each line's latest row themselves (argMax by seq)
-// instead of trusting merges, which happen at the server's leisure.
+// order's aggregate version and keyed by (order_id, line_no), so for each
+// line the row of the newest order version wins whatever order the rows
+// arrived in: an OrderPlaced re-published after its cancellation (with a new,
+// higher stream sequence) never brings the order back. A row depends on its
+// event only, so an event applied again (redelivered, replayed, re-published)
+// adds an identical duplicate, which merges away. Reports pick each line's
+// newest row themselves (argMax by version) instead of trusting merges, which
+// happen at the server's leisure.
 type SalesStore struct {
 	conn  driver.Conn
 	table string // the table's name
@@ -74,15 +80,29 @@ func (s *SalesStore) EnsureSchema(ctx context.Context) error {
 	quantity Int64,
 	price_cents Int64,
 	cancelled UInt8,
-	seq UInt64
-) ENGINE = ReplacingMergeTree(seq)
+	version UInt64
+) ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(day)
 ORDER BY (order_id, line_no)`)
 	if err != nil {
 		return fmt.Errorf("chstore: create table %s: %w", s.table, err)
 	}
+	// A table of an earlier build was versioned by the stream sequence.
+	var versioned uint64
+	if err := s.conn.QueryRow(ctx, `SELECT count() FROM system.columns
+WHERE database = currentDatabase() AND table = ? AND name = 'version'`, s.table).Scan(&versioned); err != nil {
+		return fmt.Errorf("chstore: columns of %s: %w", s.table, err)
+	}
+	if versioned == 0 {
+		return fmt.Errorf("%w (%s has no version column)", ErrSchemaMismatch, s.table)
+	}
 	return nil
 }
+
+// ErrSchemaMismatch is returned by EnsureSchema for a table created by an
+// earlier build with another layout; rebuild the read model into a new
+// generation.
+var ErrSchemaMismatch = errors.New("chstore: table was created with another sales layout; rebuild it into a new generation")
 
 // Drop deletes the generation's table, if it exists.
 func (s *SalesStore) Drop(ctx context.Context) error {
@@ -104,7 +124,7 @@ type salesLine struct {
 	quantity   int64
 	priceCents int64
 	cancelled  uint8
-	seq        uint64
+	version    uint64
 }
 
 // Apply inserts the lines of the OrderPlaced and OrderCancelled events of the
@@ -122,7 +142,7 @@ func (s *SalesStore) Apply(ctx context.Context, events []projections.Envelope) e
 	}
 	if len(lines) > 0 {
 		if err := s.insert(ctx, lines); err != nil {
-			return fmt.Errorf("chstore: apply to %s: %w", s.table, err)
+			return fmt.Errorf("chstore: apply to %s: %w", s.table, classify(err))
 		}
 	}
 	return poison
@@ -133,15 +153,15 @@ func (s *SalesStore) Apply(ctx context.Context, events []projections.Envelope) e
 // version speaks.
 func (s *SalesStore) insert(ctx context.Context, lines []salesLine) error {
 	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.ident+
-		" (order_id, line_no, sku, category, day, placed_at, placed_at_us, quantity, price_cents, cancelled, seq)")
+		" (order_id, line_no, sku, category, day, placed_at, placed_at_us, quantity, price_cents, cancelled, version)")
 	if err != nil {
 		return fmt.Errorf("prepare insert: %w", err)
 	}
 	defer batch.Close()
 	for _, l := range lines {
 		if err := batch.Append(l.orderID, l.lineNo, l.sku, l.category, l.day, l.placedAt, l.placedAtUS,
-			l.quantity, l.priceCents, l.cancelled, l.seq); err != nil {
-			return fmt.Errorf("append row: %w", err)
+			l.quantity, l.priceCents, l.cancelled, l.version); err != nil {
+			return fmt.Errorf("append row of order %s: %w", l.orderID, err)
 		}
 	}
 	if err := batch.Send(); err != nil {
@@ -175,6 +195,9 @@ func decodeSalesEvent(e projections.Envelope) ([]salesLine, error) {
 	if snap.OrderID == "" {
 		return nil, poison("payload has no order_id")
 	}
+	if snap.Version < 1 {
+		return nil, poison("order version %d is not positive", snap.Version)
+	}
 	if len(snap.Items) > math.MaxUint16+1 {
 		return nil, poison("%d lines is more than the table numbers", len(snap.Items))
 	}
@@ -193,7 +216,7 @@ func decodeSalesEvent(e projections.Envelope) ([]salesLine, error) {
 			quantity:   it.Quantity,
 			priceCents: it.PriceCents,
 			cancelled:  cancelled,
-			seq:        e.Seq,
+			version:    uint64(snap.Version),
 		}
 	}
 	return lines, nil
@@ -209,7 +232,7 @@ var groupKeys = map[string]string{
 // Sales reports the orders that are not cancelled, placed in [q.From, q.To),
 // grouped by q.GroupBy ("day" keys are YYYY-MM-DD in UTC) and ordered by key.
 //
-// The inner query takes each line's latest row (argMax by seq): un-merged
+// The inner query takes each line's newest row (argMax by version): un-merged
 // duplicates count once and a cancellation hides the line. It filters on
 // placed_at only, which no event changes, so the filter cannot pick an older
 // row of a line; cancelled is filtered after the pick. (FINAL with WHERE
@@ -232,12 +255,12 @@ func (s *SalesStore) Sales(ctx context.Context, q projections.SalesQuery) ([]pro
 	uniqExact(order_id), sum(line_quantity), sum(line_quantity * line_price_cents)
 FROM (
 	SELECT order_id,
-		argMax(sku, seq) AS line_sku,
-		argMax(category, seq) AS line_category,
-		argMax(day, seq) AS line_day,
-		argMax(quantity, seq) AS line_quantity,
-		argMax(price_cents, seq) AS line_price_cents,
-		argMax(cancelled, seq) AS line_cancelled
+		argMax(sku, version) AS line_sku,
+		argMax(category, version) AS line_category,
+		argMax(day, version) AS line_day,
+		argMax(quantity, version) AS line_quantity,
+		argMax(price_cents, version) AS line_price_cents,
+		argMax(cancelled, version) AS line_cancelled
 	FROM `+s.ident+`
 	WHERE day >= toDate(?) AND day <= toDate(?) AND placed_at_us >= ? AND placed_at_us < ?
 	GROUP BY order_id, line_no
@@ -275,4 +298,40 @@ func ceilMicro(t time.Time) int64 {
 		us++
 	}
 	return us
+}
+
+// permanentCodes are the ClickHouse exceptions that name the rows of an
+// INSERT themselves: a value the column's type cannot hold or parse. Sending
+// the same rows again cannot succeed. Every other exception (too many parts,
+// memory limits, a readonly or restarting server, a missing table) and every
+// network error is a state of the server, which a retry outlives.
+var permanentCodes = map[int32]bool{
+	6:   true, // CANNOT_PARSE_TEXT
+	27:  true, // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+	38:  true, // CANNOT_PARSE_DATE
+	41:  true, // CANNOT_PARSE_DATETIME
+	53:  true, // TYPE_MISMATCH
+	69:  true, // ARGUMENT_OUT_OF_BOUND
+	70:  true, // CANNOT_CONVERT_TYPE
+	72:  true, // CANNOT_PARSE_NUMBER
+	131: true, // TOO_LARGE_STRING_SIZE
+	321: true, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+}
+
+// classify marks a server exception with its name, as the store's reply, and
+// as a rejection when it is one of permanentCodes.
+func classify(err error) error {
+	var ex *proto.Exception
+	if !errors.As(err, &ex) {
+		return err
+	}
+	reply := ex.CodeName
+	if reply == "" {
+		reply = fmt.Sprintf("code_%d", ex.Code)
+	}
+	err = projections.WithReply(reply, err)
+	if permanentCodes[ex.Code] {
+		return fmt.Errorf("%w: %w", projections.ErrRejected, err)
+	}
+	return err
 }

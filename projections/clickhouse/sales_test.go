@@ -3,6 +3,7 @@ package chstore_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -109,6 +110,25 @@ func TestReportIsTheSameBeforeAndAfterMerges(t *testing.T) {
 	check("after merges")
 }
 
+// A table of an earlier build, versioned by the stream sequence, cannot keep
+// the version rule: EnsureSchema says to rebuild rather than write into it.
+func TestEnsureSchemaRefusesATableVersionedBySequence(t *testing.T) {
+	conn := connect(t)
+	err := conn.Exec(t.Context(), `CREATE TABLE sales_lines_g1 (order_id String, line_no UInt16, sku String,
+	category String, day Date, placed_at DateTime, placed_at_us Int64, quantity Int64, price_cents Int64,
+	cancelled UInt8, seq UInt64) ENGINE = ReplacingMergeTree(seq) PARTITION BY toYYYYMM(day) ORDER BY (order_id, line_no)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := chstore.NewSalesStore(conn, "g1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnsureSchema(t.Context()); !errors.Is(err, chstore.ErrSchemaMismatch) {
+		t.Fatalf("EnsureSchema on a table versioned by seq = %v, want ErrSchemaMismatch", err)
+	}
+}
+
 func TestNewSalesStoreRejectsBadGenerations(t *testing.T) {
 	t.Parallel()
 	for _, g := range []string{"", "g1; DROP TABLE x", "g`1", "g1.x", strings.Repeat("g", 65)} {
@@ -176,6 +196,7 @@ func placed(t *testing.T, seq uint64, id string, at time.Time, lines int) projec
 
 func cancelled(t *testing.T, seq uint64, id string, at time.Time, lines int) projections.Envelope {
 	snap := snapshot(id, domain.StatusCancelled, at, lines)
+	snap.Version = 2
 	return orderEvent(t, seq, domain.EventOrderCancelled, domain.OrderCancelled{OrderSnapshot: snap, PreviousStatus: domain.StatusPlaced})
 }
 

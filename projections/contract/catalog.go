@@ -440,6 +440,28 @@ func catalogStaleEventsIgnored(t *testing.T, s CatalogUnderTest) {
 	want.PriceCents, want.Version = 3200, 3
 	catalogWantProduct(t, s, want)
 	catalogWantVersion(t, s, domain.AggregateProduct, "SKU-1", 3)
+
+	// Older and same versions re-published under new, higher sequences (as
+	// the stream appends an event published again after its duplicate
+	// window): each part of the document keeps its own newest version, and
+	// the whole stays byte for byte the same.
+	before := catalogState(t, s)
+	catalogApply(t, s, catalogProductEvent(t, 30, domain.EventProductCreated, v1, at))
+	catalogApply(t, s, catalogStockEvent(t, 31, domain.EventInventoryAdjusted, "SKU-1", 9, 0, 1, at))
+	catalogApply(t, s,
+		catalogStockEvent(t, 32, domain.EventInventoryAdjusted, "SKU-1", 4, 0, 2, at), // the same version
+		catalogProductEvent(t, 33, domain.EventProductUpdated, v2, at),
+		catalogProductEvent(t, 34, domain.EventProductUpdated, v3, at), // the same version
+	)
+	catalogWantProduct(t, s, want)
+	catalogWantVersion(t, s, domain.AggregateInventory, "SKU-1", 2)
+	catalogWantState(t, s, before, "after re-published older events")
+
+	// A newer version of one part still applies, whatever the other's.
+	catalogApply(t, s, catalogStockEvent(t, 35, domain.EventInventoryReserved, "SKU-1", 4, 1, 3, at))
+	want.Available = 3
+	catalogWantProduct(t, s, want)
+	catalogWantVersion(t, s, domain.AggregateInventory, "SKU-1", 3)
 }
 
 func catalogInventoryBeforeProduct(t *testing.T, s CatalogUnderTest) {

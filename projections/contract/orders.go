@@ -38,9 +38,13 @@ func Orders(t *testing.T, newStore func(t *testing.T) OrdersUnderTest) {
 		t.Parallel()
 		testOrderRedelivery(t, newStore(t))
 	})
-	t.Run("events at or below the applied sequence are ignored", func(t *testing.T) {
+	t.Run("events at or below the applied version are ignored", func(t *testing.T) {
 		t.Parallel()
 		testOrderOutOfDate(t, newStore(t))
+	})
+	t.Run("events re-published under new sequences change nothing", func(t *testing.T) {
+		t.Parallel()
+		testOrderRepublished(t, newStore(t))
 	})
 	t.Run("user orders page newest first", func(t *testing.T) {
 		t.Parallel()
@@ -195,8 +199,8 @@ func testOrderOutOfDate(t *testing.T, s OrdersUnderTest) {
 	}
 	applyOK(t, s, history)
 
-	// An event that claims a sequence already applied (or an older one) but
-	// says something else must still be ignored: the sequence decides.
+	// An event of a version already applied (or an older one) is ignored
+	// whatever its sequence: the version decides.
 	cancelled := paid.next(domain.StatusCancelled, orderT0.Add(2*time.Hour))
 	stale := func(seq uint64, typ string, snap orderState) projections.Envelope {
 		e := l.orderEvent(typ, snap)
@@ -209,6 +213,8 @@ func testOrderOutOfDate(t *testing.T, s OrdersUnderTest) {
 		{history[1], history[0]},
 		{stale(3, domain.EventOrderCancelled, cancelled)},
 		{stale(2, domain.EventOrderCancelled, cancelled)},
+		{stale(90, domain.EventOrderPlaced, placed)}, // the OrderPlaced, re-published
+		{stale(91, domain.EventOrderCancelled, cancelled)},
 	} {
 		applyOK(t, s, batch)
 	}
@@ -218,6 +224,30 @@ func testOrderOutOfDate(t *testing.T, s OrdersUnderTest) {
 	}
 	checkOrderView(t, got, orderView(shipped.OrderSnapshot))
 	checkUserOrders(t, s, "u1", []projections.OrderListEntry{listEntry(shipped.OrderSnapshot)})
+}
+
+// testOrderRepublished applies the fixture, then every event again under a
+// new, higher sequence (as the stream appends an event re-published after
+// its duplicate window), one by one and all at once in reverse: no order moves
+// back to an older version, and the model stays byte for byte the same.
+func testOrderRepublished(t *testing.T, s OrdersUnderTest) {
+	f := newOrderFixture(t)
+	for _, b := range f.batches {
+		applyOK(t, s, b)
+	}
+	before := orderModelState(t, s, f)
+	history := slices.Clone(f.log.all)
+	for _, e := range history {
+		applyOK(t, s, []projections.Envelope{f.log.republish(e)})
+	}
+	var reversed []projections.Envelope
+	for _, e := range slices.Backward(history) {
+		reversed = append(reversed, f.log.republish(e))
+	}
+	applyOK(t, s, reversed)
+	if after := orderModelState(t, s, f); after != before {
+		t.Errorf("re-published events changed the model\nbefore: %s\nafter:  %s", before, after)
+	}
 }
 
 func testOrderPagination(t *testing.T, s OrdersUnderTest) {
@@ -540,6 +570,15 @@ func (l *streamLog) raw(aggType, aggID string, version int64, typ, payload strin
 		TraceParent:      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 		Payload:          json.RawMessage(payload),
 	}
+	l.all = append(l.all, e)
+	return e
+}
+
+// republish appends e again under the next sequence, as the stream does for
+// an event published again after its duplicate window.
+func (l *streamLog) republish(e projections.Envelope) projections.Envelope {
+	l.seq++
+	e.Seq = l.seq
 	l.all = append(l.all, e)
 	return e
 }

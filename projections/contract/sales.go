@@ -204,10 +204,23 @@ func testSalesRedelivery(t *testing.T, s SalesUnderTest) {
 func testSalesOutOfDate(t *testing.T, s SalesUnderTest) {
 	f := newSalesFixture(t)
 	f.apply(t, s)
+	before := salesModelState(t, s)
 	// The placement of the cancelled order, redelivered after its
 	// cancellation, must not bring it back.
 	applyOK(t, s, []projections.Envelope{f.cancelled})
 	applyOK(t, s, f.batches[1])
+	// Nor must it once re-published, under a new and higher sequence.
+	applyOK(t, s, []projections.Envelope{f.log.republish(f.cancelled)})
+	var again []projections.Envelope
+	for _, b := range f.batches {
+		for _, e := range b {
+			again = append(again, f.log.republish(e))
+		}
+	}
+	applyOK(t, s, again)
+	if after := salesModelState(t, s); after != before {
+		t.Errorf("older events changed the report\nbefore: %s\nafter:  %s", before, after)
+	}
 	checkSales(t, s, projections.SalesQuery{From: salesDay2, To: salesDay3, GroupBy: "sku"}, []projections.SalesRow{
 		{Key: "BOOK-1", Orders: 1, Units: 1, RevenueCents: 1000},
 		{Key: "BOOK-2", Orders: 1, Units: 3, RevenueCents: 7500},

@@ -7,11 +7,13 @@
 // go through the alias, so a rebuild fills a new generation while the old one
 // serves, then SwapAlias moves the readers over in one atomic step.
 //
-// Documents are written with external versioning: a document's version is
-// the highest stream sequence applied to it, so Elasticsearch itself rejects
-// a write computed from older state (a stale projector, a replay racing the
-// live worker). That holds because a document's events reach the store in
-// stream order: product and inventory events of a SKU share its partition.
+// A document holds two aggregates, the product and its inventory, each
+// guarded by its own aggregate version (see projections.CatalogDoc), so no
+// single external version can serve. Apply reads a document, applies the
+// events that are newer than its parts, and writes it only if it is still the
+// document read (if_seq_no/if_primary_term), retrying on a conflict: a write
+// computed from older state (a stale projector, a replay racing the live
+// worker) never lands.
 package elasticstore
 
 import (
@@ -253,21 +255,58 @@ func (s *CatalogStore) aliasIndices(ctx context.Context) ([]string, error) {
 
 // Apply implements projections.Applier in two requests: one _mget of the
 // batch's documents from this generation's index, then, after applying the
-// events in memory (each only if its sequence is above the one the document
-// holds for its kind), one _bulk of index operations with
-// version_type=external and version = the document's highest applied
-// sequence. A 409 version conflict on an item means a newer state of that
-// document is already stored and is not an error; any other item failure is.
-// Events of other aggregates are ignored; an undecodable event fails the
-// batch with a *projections.PoisonError before any request, and so, before
-// the _bulk, does an event that would not raise its document's version (its
-// sequence is below the other kind's on that document, which stream order
-// rules out), since Elasticsearch would silently drop that write.
+// events in memory (each only if its aggregate version is above the one the
+// document holds for its part, product or inventory), one _bulk that writes
+// each changed document on the condition that it is still the one read
+// (if_seq_no and if_primary_term from the _mget; create for a new one). A
+// document that changed in between (another writer: a stale projector, a
+// replay racing the live worker) is a 409 version conflict: its events are
+// applied again to the document as it now is, up to maxConflictRetries
+// times. Events of other aggregates are ignored; an undecodable event fails
+// the batch with a *projections.PoisonError before any request.
 func (s *CatalogStore) Apply(ctx context.Context, events []projections.Envelope) error {
 	changes, err := projections.DecodeCatalogEvents(events)
 	if err != nil || len(changes) == 0 {
 		return err
 	}
+	for attempt := 1; ; attempt++ {
+		conflicts, err := s.applyOnce(ctx, changes)
+		if err != nil {
+			return withReply(err)
+		}
+		if len(conflicts) == 0 {
+			return nil
+		}
+		if attempt == maxConflictRetries {
+			return fmt.Errorf("elasticstore: apply: %d documents changed under every one of %d writes: %s",
+				len(conflicts), attempt, strings.Join(conflicts, ", "))
+		}
+		changes = slices.DeleteFunc(changes, func(c projections.CatalogChange) bool { return !slices.Contains(conflicts, c.SKU) })
+	}
+}
+
+// withReply marks err with the Elasticsearch error type it carries (or its
+// HTTP status), as the store's reply for the runtime's metrics.
+func withReply(err error) error {
+	var e *Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	reply := e.Type
+	if reply == "" {
+		reply = "http_" + strconv.Itoa(e.Status)
+	}
+	return projections.WithReply(reply, err)
+}
+
+// maxConflictRetries bounds how often Apply writes a document that other
+// writers keep changing under it; then the batch fails and is retried.
+const maxConflictRetries = 5
+
+// applyOnce reads the documents of changes, applies changes to them and
+// writes the changed ones, returning the SKUs whose write met a version
+// conflict.
+func (s *CatalogStore) applyOnce(ctx context.Context, changes []projections.CatalogChange) ([]string, error) {
 	var skus []string
 	seen := make(map[string]bool)
 	for _, c := range changes {
@@ -276,61 +315,58 @@ func (s *CatalogStore) Apply(ctx context.Context, events []projections.Envelope)
 			skus = append(skus, c.SKU)
 		}
 	}
-	docs, err := s.mget(ctx, s.index, skus, nil)
+	docs, err := s.mgetStored(ctx, s.index, skus, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
-
 	var changed []string // in order of first change, for a deterministic bulk body
 	isChanged := make(map[string]bool)
 	for _, c := range changes {
 		d := docs[c.SKU]
 		if d == nil {
-			d = &projections.CatalogDoc{SKU: c.SKU}
+			d = &storedDoc{doc: &projections.CatalogDoc{SKU: c.SKU}}
 			docs[c.SKU] = d
 		}
-		before := d.MaxSeq()
-		if !d.Apply(c) {
-			continue
-		}
-		if c.Seq <= before {
-			// Applying it would not raise the document's version, so
-			// Elasticsearch would drop the write as a conflict.
-			return &projections.PoisonError{Seq: c.Seq, Reason: fmt.Sprintf(
-				"catalog: sku %s: event seq %d arrived after seq %d of the same document; "+
-					"external versioning needs a document's events in stream order", c.SKU, c.Seq, before)}
-		}
-		if !isChanged[c.SKU] {
+		if d.doc.Apply(c) && !isChanged[c.SKU] {
 			isChanged[c.SKU] = true
 			changed = append(changed, c.SKU)
 		}
 	}
 	if len(changed) == 0 {
-		return nil
+		return nil, nil
 	}
-	return s.bulkIndex(ctx, changed, docs)
+	return s.bulkWrite(ctx, changed, docs)
 }
 
-type bulkAction struct {
-	Index bulkMeta `json:"index"`
-}
-
+// bulkMeta is the action line of a bulk operation: index on the condition
+// that the stored document is the one read, or create when none was.
 type bulkMeta struct {
 	ID          string `json:"_id"`
-	Version     uint64 `json:"version"`
-	VersionType string `json:"version_type"`
+	IfSeqNo     *int64 `json:"if_seq_no,omitempty"`
+	IfPrimaryTm *int64 `json:"if_primary_term,omitempty"`
 }
 
-func (s *CatalogStore) bulkIndex(ctx context.Context, skus []string, docs map[string]*projections.CatalogDoc) error {
+// permanentTypes are the bulk item errors that name the document itself: the
+// index's mapping refuses it. Writing it again cannot succeed; every other
+// failure (back-pressure, a closed or read-only index, a missing shard) is a
+// state of the cluster, which a retry outlives.
+var permanentTypes = []string{"mapper_parsing_exception", "document_parsing_exception",
+	"strict_dynamic_mapping_exception", "illegal_argument_exception"}
+
+func (s *CatalogStore) bulkWrite(ctx context.Context, skus []string, docs map[string]*storedDoc) ([]string, error) {
 	var body bytes.Buffer
 	enc := json.NewEncoder(&body) // Encode ends every value with the newline NDJSON needs
 	for _, sku := range skus {
 		d := docs[sku]
-		if err := enc.Encode(bulkAction{bulkMeta{ID: sku, Version: d.MaxSeq(), VersionType: "external"}}); err != nil {
-			return fmt.Errorf("elasticstore: bulk: %w", err)
+		action := map[string]bulkMeta{"create": {ID: sku}}
+		if d.found {
+			action = map[string]bulkMeta{"index": {ID: sku, IfSeqNo: &d.seqNo, IfPrimaryTm: &d.primaryTerm}}
 		}
-		if err := enc.Encode(d); err != nil {
-			return fmt.Errorf("elasticstore: bulk: %w", err)
+		if err := enc.Encode(action); err != nil {
+			return nil, fmt.Errorf("elasticstore: bulk: %w", err)
+		}
+		if err := enc.Encode(d.doc); err != nil {
+			return nil, fmt.Errorf("elasticstore: bulk: %w", err)
 		}
 	}
 
@@ -353,44 +389,45 @@ func (s *CatalogStore) bulkIndex(ctx context.Context, skus []string, docs map[st
 		} `json:"items"`
 	}
 	if err := decodeResponse("bulk", res, err, &out); err != nil {
-		return err
+		return nil, err
 	}
 	if len(out.Items) != len(skus) {
-		return fmt.Errorf("elasticstore: bulk: %d items in the response to %d operations", len(out.Items), len(skus))
+		return nil, fmt.Errorf("elasticstore: bulk: %d items in the response to %d operations", len(out.Items), len(skus))
 	}
 	if !out.Errors {
-		return nil
+		return nil, nil
 	}
+	var conflicts []string
 	var failed []error
+	rejected := false
 	for i, item := range out.Items {
-		r, ok := item["index"]
-		switch {
-		case !ok:
-			failed = append(failed, fmt.Errorf("elasticstore: bulk: item %d (%s): no index result", i, skus[i]))
-		case r.Status >= 200 && r.Status < 300:
-		case r.Status == 409 && r.Error != nil && r.Error.Type == "version_conflict_engine_exception":
-			// A state with a higher sequence is stored: this one is already applied.
-		default:
-			e := &Error{Op: "index " + skus[i], Status: r.Status}
-			if r.Error != nil {
-				e.Type, e.Reason = r.Error.Type, r.Error.Reason
-			}
-			failed = append(failed, e)
+		if len(item) != 1 {
+			failed = append(failed, fmt.Errorf("elasticstore: bulk: item %d (%s): no result", i, skus[i]))
+			continue
 		}
-	}
-	if len(failed) > 0 {
-		err := fmt.Errorf("elasticstore: bulk: %d of %d documents not written: %w", len(failed), len(skus), errors.Join(failed...))
-		for _, f := range failed {
-			// A 4xx other than a timeout or back-pressure is the document's
-			// own fault (a mapping it breaks): retrying it cannot help.
-			var e *Error
-			if errors.As(f, &e) && e.Status >= 400 && e.Status < 500 && e.Status != 408 && e.Status != 429 {
-				return fmt.Errorf("%w: %w", projections.ErrRejected, err)
+		for _, r := range item {
+			switch {
+			case r.Status >= 200 && r.Status < 300:
+			case r.Status == 409 && r.Error != nil && r.Error.Type == "version_conflict_engine_exception":
+				conflicts = append(conflicts, skus[i])
+			default:
+				e := &Error{Op: "index " + skus[i], Status: r.Status}
+				if r.Error != nil {
+					e.Type, e.Reason = r.Error.Type, r.Error.Reason
+				}
+				rejected = rejected || r.Status == 400 && slices.Contains(permanentTypes, e.Type)
+				failed = append(failed, e)
 			}
 		}
-		return err
 	}
-	return nil
+	if len(failed) == 0 {
+		return conflicts, nil
+	}
+	err = fmt.Errorf("elasticstore: bulk: %d of %d documents not written: %w", len(failed), len(skus), errors.Join(failed...))
+	if rejected {
+		return nil, fmt.Errorf("%w: %w", projections.ErrRejected, err)
+	}
+	return nil, err
 }
 
 // Product implements projections.CatalogReader, reading through the alias in
@@ -432,9 +469,31 @@ func (s *CatalogStore) AppliedVersion(ctx context.Context, aggregateType, aggreg
 	return 0, nil
 }
 
+// storedDoc is a document as read, with what a conditional write of it
+// needs.
+type storedDoc struct {
+	doc         *projections.CatalogDoc
+	found       bool
+	seqNo       int64
+	primaryTerm int64
+}
+
 // mget reads documents by SKU from target (an index or the alias) in real
 // time; SKUs without a document are absent from the result.
 func (s *CatalogStore) mget(ctx context.Context, target string, skus []string, sourceIncludes []string) (map[string]*projections.CatalogDoc, error) {
+	stored, err := s.mgetStored(ctx, target, skus, sourceIncludes)
+	if err != nil {
+		return nil, err
+	}
+	docs := make(map[string]*projections.CatalogDoc, len(stored))
+	for id, d := range stored {
+		docs[id] = d.doc
+	}
+	return docs, nil
+}
+
+// mgetStored is mget with each document's sequence number and primary term.
+func (s *CatalogStore) mgetStored(ctx context.Context, target string, skus []string, sourceIncludes []string) (map[string]*storedDoc, error) {
 	body, err := json.Marshal(map[string][]string{"ids": skus})
 	if err != nil {
 		return nil, fmt.Errorf("elasticstore: mget: %w", err)
@@ -446,16 +505,18 @@ func (s *CatalogStore) mget(ctx context.Context, target string, skus []string, s
 	res, err := s.es.Mget(bytes.NewReader(body), opts...)
 	var out struct {
 		Docs []struct {
-			ID     string          `json:"_id"`
-			Found  bool            `json:"found"`
-			Source json.RawMessage `json:"_source"`
-			Error  *errorBody      `json:"error"`
+			ID          string          `json:"_id"`
+			Found       bool            `json:"found"`
+			SeqNo       int64           `json:"_seq_no"`
+			PrimaryTerm int64           `json:"_primary_term"`
+			Source      json.RawMessage `json:"_source"`
+			Error       *errorBody      `json:"error"`
 		} `json:"docs"`
 	}
 	if err := decodeResponse("mget from "+target, res, err, &out); err != nil {
 		return nil, err
 	}
-	docs := make(map[string]*projections.CatalogDoc, len(out.Docs))
+	docs := make(map[string]*storedDoc, len(out.Docs))
 	for _, doc := range out.Docs {
 		if doc.Error != nil {
 			return nil, &Error{Op: "mget " + doc.ID + " from " + target, Status: 200, Type: doc.Error.Type, Reason: doc.Error.Reason}
@@ -467,7 +528,7 @@ func (s *CatalogStore) mget(ctx context.Context, target string, skus []string, s
 		if err := json.Unmarshal(doc.Source, d); err != nil {
 			return nil, fmt.Errorf("elasticstore: mget %s from %s: %w", doc.ID, target, err)
 		}
-		docs[doc.ID] = d
+		docs[doc.ID] = &storedDoc{doc: d, found: true, seqNo: doc.SeqNo, primaryTerm: doc.PrimaryTerm}
 	}
 	return docs, nil
 }

@@ -410,12 +410,13 @@ func TestDropGeneration(t *testing.T) {
 }
 
 // TestApplyRequests pins the two requests of an Apply: the _mget of the
-// batch's documents and the _bulk of the changed ones, with external versions.
+// batch's documents and the _bulk of the changed ones, each written on the
+// condition that it is still the document read (created if none was).
 func TestApplyRequests(t *testing.T) {
 	t.Parallel()
 	f, client := newFake(t, map[string]reply{
 		"POST /jetcqrs-catalog-g1/_mget": mgetReply(t, "jetcqrs-catalog-g1", map[string]string{"A-100": storedLantern}),
-		"POST /jetcqrs-catalog-g1/_bulk": fixed(200, `{"errors":false,"items":[{"index":{"_id":"A-100","status":200}},{"index":{"_id":"B-100","status":201}}]}`),
+		"POST /jetcqrs-catalog-g1/_bulk": fixed(200, `{"errors":false,"items":[{"index":{"_id":"A-100","status":200}},{"create":{"_id":"B-100","status":201}}]}`),
 	})
 	s := newTestStore(t, client, func(c *Config) { c.Refresh = "wait_for" })
 	order := projections.Envelope{
@@ -426,7 +427,7 @@ func TestApplyRequests(t *testing.T) {
 		productEnvelope(t, 9, lantern(2)),
 		stockEnvelope(t, 10, "B-100", 7, 2), // inventory before any product event: stored, hidden
 		order,                               // not the catalog's
-		productEnvelope(t, 5, lantern(1)),   // stale: seq 9 is applied
+		productEnvelope(t, 5, lantern(1)),   // stale: version 2 is applied
 		stockEnvelope(t, 12, "A-100", 4, 3),
 	})
 	if err != nil {
@@ -449,9 +450,9 @@ func TestApplyRequests(t *testing.T) {
 	if got := bulk.Header.Get("Content-Type"); got != "application/x-ndjson" {
 		t.Errorf("bulk Content-Type = %q; want application/x-ndjson", got)
 	}
-	wantBody := `{"index":{"_id":"A-100","version":12,"version_type":"external"}}
+	wantBody := `{"index":{"_id":"A-100","if_seq_no":4,"if_primary_term":1}}
 {"sku":"A-100","has_product":true,"name":"Trail Lantern","description":"Rechargeable camping light","category":"outdoor","price_cents":2500,"attributes":{"color":"green"},"version":2,"available":4,"inventory_version":3,"product_seq":9,"inventory_seq":12}
-{"index":{"_id":"B-100","version":10,"version_type":"external"}}
+{"create":{"_id":"B-100"}}
 {"sku":"B-100","has_product":false,"name":"","description":"","category":"","price_cents":0,"version":0,"available":7,"inventory_version":2,"product_seq":0,"inventory_seq":10}
 `
 	if string(bulk.Body) != wantBody {
@@ -473,21 +474,81 @@ func TestApplyWithoutRefreshSendsNone(t *testing.T) {
 	}
 }
 
-func TestApplyBulkVersionConflictIsAlreadyApplied(t *testing.T) {
+// A document written by someone else between the _mget and the _bulk is a
+// version conflict: its events are applied again to the document as it now
+// is, and written on the condition of that read.
+func TestApplyRetriesAVersionConflict(t *testing.T) {
 	t.Parallel()
-	_, client := newFake(t, map[string]reply{
-		"POST /jetcqrs-catalog-g1/_mget": mgetReply(t, "jetcqrs-catalog-g1", nil),
-		"POST /jetcqrs-catalog-g1/_bulk": fixed(200, `{"errors":true,"items":[`+
-			`{"index":{"_id":"A-100","status":409,"error":{"type":"version_conflict_engine_exception",`+
-			`"reason":"[A-100]: version conflict, current version [14] is higher or equal to the one provided [9]",`+
-			`"index_uuid":"Yj6rYq5lQ4CKmXJ0m9LZ1w","shard":"0","index":"jetcqrs-catalog-g1"}}},`+
-			`{"index":{"_id":"B-100","status":201}}]}`),
+	var mu sync.Mutex
+	mgets := 0
+	f, client := newFake(t, map[string]reply{
+		"POST /jetcqrs-catalog-g1/_mget": func(r request) (int, string) {
+			mu.Lock()
+			mgets++
+			n := mgets
+			mu.Unlock()
+			if n == 1 {
+				return mgetReply(t, "jetcqrs-catalog-g1", nil)(r)
+			}
+			return mgetReply(t, "jetcqrs-catalog-g1", map[string]string{"A-100": storedLantern})(r)
+		},
+		"POST /jetcqrs-catalog-g1/_bulk": func(r request) (int, string) {
+			if strings.Contains(string(r.Body), `"create":{"_id":"A-100"}`) {
+				return 200, `{"errors":true,"items":[` +
+					`{"create":{"_id":"A-100","status":409,"error":{"type":"version_conflict_engine_exception",` +
+					`"reason":"[A-100]: version conflict, document already exists (current version [1])"}}},` +
+					`{"create":{"_id":"B-100","status":201}}]}`
+			}
+			return 200, `{"errors":false,"items":[{"index":{"_id":"A-100","status":200}}]}`
+		},
 	})
 	err := newTestStore(t, client, nil).Apply(t.Context(), []projections.Envelope{
 		productEnvelope(t, 9, lantern(2)), stockEnvelope(t, 10, "B-100", 7, 2),
 	})
 	if err != nil {
-		t.Errorf("Apply with a 409 item = %v; want nil (a newer state is stored)", err)
+		t.Fatalf("Apply with a 409 item = %v; want nil once written again", err)
+	}
+	wantRoutes(t, f, "POST /jetcqrs-catalog-g1/_mget", "POST /jetcqrs-catalog-g1/_bulk",
+		"POST /jetcqrs-catalog-g1/_mget", "POST /jetcqrs-catalog-g1/_bulk")
+	reqs := f.requests()
+	wantJSON(t, "second mget body", reqs[2].Body, `{"ids":["A-100"]}`)
+	if !strings.HasPrefix(string(reqs[3].Body), `{"index":{"_id":"A-100","if_seq_no":4,"if_primary_term":1}}`) ||
+		strings.Contains(string(reqs[3].Body), "B-100") {
+		t.Errorf("second bulk body = %s; want A-100 alone, on the condition of the second read", reqs[3].Body)
+	}
+}
+
+// A document that keeps changing under the write fails the batch, which the
+// runtime retries as an outage, not a rejection.
+func TestApplyGivesUpOnEndlessConflicts(t *testing.T) {
+	t.Parallel()
+	_, client := newFake(t, map[string]reply{
+		"POST /jetcqrs-catalog-g1/_mget": mgetReply(t, "jetcqrs-catalog-g1", nil),
+		"POST /jetcqrs-catalog-g1/_bulk": fixed(200, `{"errors":true,"items":[`+
+			`{"create":{"_id":"A-100","status":409,"error":{"type":"version_conflict_engine_exception","reason":"document already exists"}}}]}`),
+	})
+	err := newTestStore(t, client, nil).Apply(t.Context(), []projections.Envelope{productEnvelope(t, 9, lantern(2))})
+	if err == nil || errors.Is(err, projections.ErrRejected) || !strings.Contains(err.Error(), "A-100") {
+		t.Fatalf("Apply = %v; want an error naming A-100 that is not a rejection", err)
+	}
+}
+
+// A cluster that refuses writes for a while (a read-only block after the
+// disk watermark, a closed index) is an outage, whatever its 4xx status:
+// only a document the mapping refuses is rejected.
+func TestApplyClusterBlocksAreNotRejections(t *testing.T) {
+	t.Parallel()
+	_, client := newFake(t, map[string]reply{
+		"POST /jetcqrs-catalog-g1/_mget": mgetReply(t, "jetcqrs-catalog-g1", nil),
+		"POST /jetcqrs-catalog-g1/_bulk": fixed(200, `{"errors":true,"items":[`+
+			`{"create":{"_id":"A-100","status":403,"error":{"type":"cluster_block_exception","reason":"index [jetcqrs-catalog-g1] blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, index has read-only-allow-delete block];"}}}]}`),
+	})
+	err := newTestStore(t, client, nil).Apply(t.Context(), []projections.Envelope{productEnvelope(t, 9, lantern(2))})
+	if err == nil || errors.Is(err, projections.ErrRejected) {
+		t.Fatalf("Apply under a cluster block = %v; want an error that is not a rejection", err)
+	}
+	if got := projections.StoreReply(err); got != "cluster_block_exception" {
+		t.Errorf("StoreReply = %q; want cluster_block_exception", got)
 	}
 }
 
@@ -561,7 +622,7 @@ func TestApplyWritesNothingWhenEverythingIsApplied(t *testing.T) {
 	t.Parallel()
 	f, client := newFake(t, map[string]reply{
 		"POST /jetcqrs-catalog-g1/_mget": mgetReply(t, "jetcqrs-catalog-g1", map[string]string{
-			"A-100": strings.Replace(storedLantern, `"inventory_seq":0`, `"inventory_seq":4`, 1),
+			"A-100": strings.Replace(storedLantern, `"inventory_version":0`, `"inventory_version":1`, 1),
 		}),
 	})
 	err := newTestStore(t, client, nil).Apply(t.Context(), []projections.Envelope{
@@ -586,22 +647,31 @@ func TestApplyPoisonSendsNothing(t *testing.T) {
 	wantRoutes(t, f)
 }
 
-// An event with a sequence below the other kind's would not raise the
-// document's external version, so Elasticsearch would silently drop it as a
-// conflict: the store reports it instead.
-func TestApplyOutOfOrderAcrossKindsIsPoison(t *testing.T) {
+// Each part of a document has its own version: an inventory event applies
+// when its inventory version is new, however far the product's sequence is
+// ahead of its own.
+func TestApplyGuardsEachPartByItsOwnVersion(t *testing.T) {
 	t.Parallel()
 	f, client := newFake(t, map[string]reply{
 		"POST /jetcqrs-catalog-g1/_mget": mgetReply(t, "jetcqrs-catalog-g1", map[string]string{
 			"A-100": strings.Replace(storedLantern, `"product_seq":1`, `"product_seq":12`, 1),
 		}),
+		"POST /jetcqrs-catalog-g1/_bulk": fixed(200, `{"errors":false,"items":[{"index":{"_id":"A-100","status":200}}]}`),
 	})
-	err := newTestStore(t, client, nil).Apply(t.Context(), []projections.Envelope{stockEnvelope(t, 8, "A-100", 3, 1)})
-	var pe *projections.PoisonError
-	if !errors.As(err, &pe) || pe.Seq != 8 {
-		t.Errorf("Apply = %v; want a *PoisonError for seq 8", err)
+	err := newTestStore(t, client, nil).Apply(t.Context(), []projections.Envelope{
+		stockEnvelope(t, 8, "A-100", 3, 1),
+		productEnvelope(t, 13, lantern(1)), // the product's version 1, re-published: nothing
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	wantRoutes(t, f, "POST /jetcqrs-catalog-g1/_mget")
+	wantRoutes(t, f, "POST /jetcqrs-catalog-g1/_mget", "POST /jetcqrs-catalog-g1/_bulk")
+	want := `{"index":{"_id":"A-100","if_seq_no":4,"if_primary_term":1}}
+{"sku":"A-100","has_product":true,"name":"Lantern","description":"Rechargeable camping light","category":"outdoor","price_cents":2000,"version":1,"available":3,"inventory_version":1,"product_seq":12,"inventory_seq":8}
+`
+	if got := string(f.requests()[1].Body); got != want {
+		t.Errorf("bulk body\n got %s\nwant %s", got, want)
+	}
 }
 
 func TestApplyMgetFailures(t *testing.T) {

@@ -46,10 +46,10 @@ type inventoryWrite struct {
 	levels domain.InventoryLevels
 }
 
-// Apply sets the levels each inventory event carries when the event is newer
-// than what inventory:{sku} holds. ProductCreated creates the key with zero
-// stock at version 0 when it does not exist yet, under sequence 0, so that it
-// never hides a level event whatever the order in which they arrive. Other
+// Apply sets the levels each inventory event carries when the event's
+// inventory version is above the one inventory:{sku} holds. ProductCreated
+// creates the key with zero stock at version 0 when it does not exist yet, so
+// that it never hides a level event whatever the order in which they arrive. Other
 // events are ignored. The batch is one pipeline.
 func (s *InventoryStore) Apply(ctx context.Context, events []projections.Envelope) error {
 	writes := make([]inventoryWrite, 0, len(events))
@@ -68,11 +68,10 @@ func (s *InventoryStore) Apply(ctx context.Context, events []projections.Envelop
 		hashes := make([]hashWrite, len(writes))
 		for i, w := range writes {
 			l := w.levels
-			hashes[i] = hashWrite{key: s.inventoryKey(l.SKU), mode: w.mode, seq: w.seq, fields: []string{
+			hashes[i] = hashWrite{key: s.inventoryKey(l.SKU), mode: w.mode, version: l.Version, seq: w.seq, fields: []string{
 				"on_hand", strconv.FormatInt(l.OnHand, 10),
 				"reserved", strconv.FormatInt(l.Reserved, 10),
-				"available", strconv.FormatInt(l.Available, 10),
-				"version", strconv.FormatInt(l.Version, 10)}}
+				"available", strconv.FormatInt(l.Available, 10)}}
 		}
 		err := execBatch(ctx, s.client, func(pipe redis.Pipeliner) {
 			queueHashWrites(ctx, pipe, hashes, s.perCall)
@@ -96,7 +95,7 @@ func decodeInventoryEvent(e projections.Envelope) (w inventoryWrite, ok bool, er
 		if p.SKU == "" {
 			return inventoryWrite{}, false, missingField(e, "sku")
 		}
-		return inventoryWrite{mode: modeAbsent, seq: 0, levels: domain.InventoryLevels{SKU: p.SKU}}, true, nil
+		return inventoryWrite{mode: modeAbsent, seq: e.Seq, levels: domain.InventoryLevels{SKU: p.SKU}}, true, nil
 	case domain.EventInventoryAdjusted, domain.EventInventoryReserved,
 		domain.EventInventoryReleased, domain.EventInventoryShipped:
 		// Every inventory event embeds the levels at its top level.

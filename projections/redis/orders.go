@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -60,7 +59,7 @@ type orderWrite struct {
 }
 
 // Apply writes the snapshot every order event carries into order:{id} when the
-// event is newer than what the key holds, and keeps the order in its user's
+// event's order version is above the one the key holds, and keeps the order in its user's
 // list. Events of other aggregates are ignored. The batch is one pipeline.
 func (s *OrderStore) Apply(ctx context.Context, events []projections.Envelope) error {
 	writes := make([]orderWrite, 0, len(events))
@@ -79,8 +78,8 @@ func (s *OrderStore) Apply(ctx context.Context, events []projections.Envelope) e
 		hashes := make([]hashWrite, len(writes))
 		lists := map[string][]redis.Z{}
 		for i, w := range writes {
-			hashes[i] = hashWrite{key: s.orderKey(w.orderID), mode: modeNewer, seq: w.seq, fields: []string{
-				"version", strconv.FormatInt(w.version, 10), "user", w.userID, "view", string(w.view)}}
+			hashes[i] = hashWrite{key: s.orderKey(w.orderID), mode: modeNewer, version: w.version, seq: w.seq,
+				fields: []string{"user", w.userID, "view", string(w.view)}}
 			list := s.userOrdersKey(w.userID)
 			lists[list] = append(lists[list], redis.Z{Score: 0, Member: w.member})
 		}

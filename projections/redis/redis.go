@@ -3,11 +3,14 @@
 // (for example "jetcqrs:g1:"), so a rebuild writes a new generation beside the
 // live one and the old one is dropped after the switch.
 //
-// Each read-model key is a hash that stores, with its data, the stream
-// sequence of the event it was last written from. One Lua script writes a key
-// only when the event's sequence is above the stored one, so redelivered and
-// replayed events change nothing, down to the bytes. A batch is one pipeline:
-// one round trip.
+// Each read-model key is a hash that stores, with its data, the version of
+// its aggregate and the stream sequence of the event it was last written
+// from. One Lua script writes a key only when the event carries a newer
+// aggregate version than the stored one: an older event (redelivered,
+// replayed, or re-published after the stream's duplicate window, with a new
+// and higher sequence) never rolls a key back, and one of the same version is
+// the same event and changes nothing, down to the bytes. A batch is one
+// pipeline: one round trip.
 package redisstore
 
 import (
@@ -24,22 +27,27 @@ import (
 	"github.com/jetcqrs/jetcqrs/projections"
 )
 
-// seqField is the hash field that holds the stream sequence a key was last
-// written from.
-const seqField = "seq"
+// Fields the script writes itself: the aggregate version that guards a key,
+// and the stream sequence of the event that wrote it (to trace a key back to
+// the stream; it decides nothing).
+const (
+	versionField = "version"
+	seqField     = "seq"
+)
 
 // Modes of applyScript.
 const (
-	modeNewer  = "newer"  // write when the event's sequence is above the stored one
+	modeNewer  = "newer"  // write when the event's version is above the stored one
 	modeAbsent = "absent" // write only when the key does not exist
 )
 
 // applyScript writes a batch of hashes, KEYS[1..n], in order. ARGV holds,
-// for each key, its mode, the event's sequence, the number of field/value
-// arguments that follow and those arguments. A hash is written (with its
-// sequence in seqField) only under the rule of its mode. Sequences are
-// canonical decimal uint64 strings, compared by length, then bytes: exact
-// where Lua's doubles are not. It returns how many hashes it wrote.
+// for each key, its mode, the event's aggregate version, its stream
+// sequence, the number of field/value arguments that follow and those
+// arguments. A hash is written (with its version and sequence) only under
+// the rule of its mode. Versions are canonical decimal strings of
+// non-negative integers, compared by length, then bytes: exact where Lua's
+// doubles are not. It returns how many hashes it wrote.
 //
 // One call per batch rather than per key: the fixed cost of a script call
 // (lookup, argument parsing, one reply) is most of the cost of a guarded
@@ -48,29 +56,30 @@ const (
 var applyScript = redis.NewScript(`
 local written, a = 0, 1
 for i = 1, #KEYS do
-	local key, mode, seq, n = KEYS[i], ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+	local key, mode, version, seq, n = KEYS[i], ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
 	local write
 	if mode == '` + modeAbsent + `' then
 		write = redis.call('EXISTS', key) == 0
 	else
-		local cur = redis.call('HGET', key, '` + seqField + `')
-		write = not cur or #cur < #seq or (#cur == #seq and cur < seq)
+		local cur = redis.call('HGET', key, '` + versionField + `')
+		write = not cur or #cur < #version or (#cur == #version and cur < version)
 	end
 	if write then
-		redis.call('HSET', key, '` + seqField + `', seq, unpack(ARGV, a + 3, a + 2 + n))
+		redis.call('HSET', key, '` + versionField + `', version, '` + seqField + `', seq, unpack(ARGV, a + 4, a + 3 + n))
 		written = written + 1
 	end
-	a = a + 3 + n
+	a = a + 4 + n
 end
 return written
 `)
 
 // hashWrite is one guarded write of a read-model hash.
 type hashWrite struct {
-	key    string
-	mode   string
-	seq    uint64
-	fields []string // field, value, field, value, …
+	key     string
+	mode    string
+	version int64
+	seq     uint64
+	fields  []string // field, value, field, value, … (besides version and seq)
 }
 
 // maxKeysPerCall bounds one script call, and so how long it holds the server.
@@ -90,10 +99,10 @@ func queueHashWrites(ctx context.Context, pipe redis.Pipeliner, writes []hashWri
 	for len(writes) > 0 {
 		n := min(len(writes), perCall)
 		keys := make([]string, n)
-		args := make([]any, 0, n*12)
+		args := make([]any, 0, n*13)
 		for i, w := range writes[:n] {
 			keys[i] = w.key
-			args = append(args, w.mode, strconv.FormatUint(w.seq, 10), len(w.fields))
+			args = append(args, w.mode, strconv.FormatInt(w.version, 10), strconv.FormatUint(w.seq, 10), len(w.fields))
 			for _, f := range w.fields {
 				args = append(args, f)
 			}
@@ -125,14 +134,14 @@ func execBatch(ctx context.Context, client redis.UniversalClient, queue queueFun
 			case redis.HasErrorPrefix(err, "NOSCRIPT"):
 				noScript = true
 			case rejected(err):
-				return fmt.Errorf("%s: %w: %w", cmd.Name(), projections.ErrRejected, err)
+				return fmt.Errorf("%s: %w: %w", cmd.Name(), projections.ErrRejected, withReply(err))
 			default:
-				return fmt.Errorf("%s: %w", cmd.Name(), err)
+				return fmt.Errorf("%s: %w", cmd.Name(), withReply(err))
 			}
 		}
 		if !noScript {
 			if execErr != nil {
-				return fmt.Errorf("pipeline: %w", execErr)
+				return fmt.Errorf("pipeline: %w", withReply(execErr))
 			}
 			return nil
 		}
@@ -140,30 +149,55 @@ func execBatch(ctx context.Context, client redis.UniversalClient, queue queueFun
 			return fmt.Errorf("evalsha: script still missing after %d loads", attempts-1)
 		}
 		if err := applyScript.Load(ctx, client).Err(); err != nil {
-			return fmt.Errorf("script load: %w", err)
+			return fmt.Errorf("script load: %w", withReply(err))
 		}
 	}
 }
 
-// passingStates are the error replies of a server that is not ready or not
-// in charge right now; a retry outlives them.
-var passingStates = []string{"LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY", "OOM",
-	"MOVED", "ASK", "NOREPLICAS", "NOSCRIPT"}
+// permanentReplies are the error replies in which the server refuses a
+// command for what it carries, so that sending it again cannot succeed. Any
+// other reply (MISCONF, LOADING, OOM, NOAUTH, NOPERM, READONLY, ERR max
+// number of clients reached, …) is a state of the server or its
+// configuration, and a retry outlives it once it is fixed; dead-lettering on
+// it would silently empty the stream into the dead-letter stream.
+var permanentReplies = []string{
+	"WRONGTYPE",                               // a key of another type holds the model's name
+	"ERR Error running script",                // a Lua error in the script (Redis 6)
+	"ERR user_script:",                        // a Lua error in the script (Redis 7)
+	"ERR string exceeds maximum allowed size", // a value above proto-max-bulk-len
+}
 
 // rejected reports an error reply in which the server refused a command for
-// what it is (a key of another type, say), as opposed to a network error or
-// a passing state of the server.
+// what it carries (see permanentReplies).
 func rejected(err error) bool {
 	var reply redis.Error
 	if !errors.As(err, &reply) {
 		return false
 	}
-	for _, p := range passingStates {
-		if redis.HasErrorPrefix(err, p) {
-			return false
+	for _, p := range permanentReplies {
+		if strings.HasPrefix(reply.Error(), p) {
+			return true
 		}
 	}
-	return true
+	return false
+}
+
+// withReply marks an error reply with its code, the reply's first word (two
+// for a generic ERR, as in ERR_max), for the runtime's metrics.
+func withReply(err error) error {
+	var reply redis.Error
+	if !errors.As(err, &reply) {
+		return err
+	}
+	words := strings.Fields(reply.Error())
+	if len(words) == 0 {
+		return err
+	}
+	code := words[0]
+	if code == "ERR" && len(words) > 1 {
+		code += "_" + words[1]
+	}
+	return projections.WithReply(code, err)
 }
 
 // decodePayload decodes the payload of e into v, reporting what cannot be
