@@ -96,10 +96,10 @@ func benchCmd() *cobra.Command {
 					return bench.EndToEnd(cmd.Context(), bench.EndToEndConfig{ServerURL: server, RedisURL: cfg.RedisURL,
 						ClickHouseURL: cfg.ClickHouseURL, Rates: offered, Duration: duration, MaxConns: cfg.DBMaxConns, Log: log})
 				},
-				// Six runs: bare query, store with and without its cache, on a still
-				// and a churning index.
+				// Nine runs: bare query, store with and without its cache, on a still
+				// index and at two write rates.
 				"catalog-search": func() (string, error) {
-					return bench.CatalogSearch(cmd.Context(), bench.CatalogSearchConfig{Duration: duration / 6, Log: log})
+					return bench.CatalogSearch(cmd.Context(), bench.CatalogSearchConfig{Duration: duration / 9, Log: log})
 				},
 				// The ladder, then the system and the bare baseline at saturation.
 				"mixed": func() (string, error) {

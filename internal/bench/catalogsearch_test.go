@@ -9,7 +9,7 @@ import (
 // TestCatalogSearchRuns runs the catalog-search benchmark briefly: six rows,
 // every side searched, and the cached store's hit ratio reported.
 func TestCatalogSearchRuns(t *testing.T) {
-	section, err := CatalogSearch(t.Context(), CatalogSearchConfig{Duration: 300 * time.Millisecond, WriteRate: 20, Log: testLog{t}})
+	section, err := CatalogSearch(t.Context(), CatalogSearchConfig{Duration: 300 * time.Millisecond, WriteRates: []int{20}, Log: testLog{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
