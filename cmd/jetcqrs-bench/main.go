@@ -44,7 +44,7 @@ func benchCmd() *cobra.Command {
 	cfg := &config{}
 	mixed := &mixedFlags{}
 	cmd := &cobra.Command{
-		Use:           "jetcqrs-bench [all|place-order|relay-drain|relay-latency|projection-apply|query-get-order|end-to-end|mixed]",
+		Use:           "jetcqrs-bench [all|place-order|relay-drain|relay-latency|projection-apply|query-get-order|end-to-end|catalog-search|mixed]",
 		Short:         "Run benchmarks against their raw baselines and record the figures in docs/benchmarks.md",
 		Args:          cobra.ExactArgs(1),
 		SilenceUsage:  true,
@@ -95,6 +95,11 @@ func benchCmd() *cobra.Command {
 				"end-to-end": func() (string, error) {
 					return bench.EndToEnd(cmd.Context(), bench.EndToEndConfig{ServerURL: server, RedisURL: cfg.RedisURL,
 						ClickHouseURL: cfg.ClickHouseURL, Rates: offered, Duration: duration, MaxConns: cfg.DBMaxConns, Log: log})
+				},
+				// Nine runs: bare query, store with and without its cache, on a still
+				// index and at two write rates.
+				"catalog-search": func() (string, error) {
+					return bench.CatalogSearch(cmd.Context(), bench.CatalogSearchConfig{Duration: duration / 9, Log: log})
 				},
 				// The ladder, then the system and the bare baseline at saturation.
 				"mixed": func() (string, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -120,7 +121,17 @@ func (b *bareMixed) document(sku string) ([]byte, error) {
 // search runs the catalog's query on the bare index: every word in the
 // name or the description, the same filters, the category and price facets.
 func (b *bareMixed) search(w http.ResponseWriter, r *http.Request) {
-	v := r.URL.Query()
+	body, err := bareSearch(r.Context(), b.idx, r.URL.Query())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// bareSearch is the bare baseline's search of the URL query v on idx, as
+// the JSON body it answers with.
+func bareSearch(ctx context.Context, idx bleve.Index, v url.Values) ([]byte, error) {
 	conjuncts := []query.Query{}
 	for _, word := range strings.Fields(strings.ToLower(v.Get("q"))) {
 		inName, inDescription := bleve.NewMatchQuery(word), bleve.NewMatchQuery(word)
@@ -171,10 +182,9 @@ func (b *bareMixed) search(w http.ResponseWriter, r *http.Request) {
 		pf.AddNumericRange(pr.Name, &lo, hi)
 	}
 	req.AddFacet("price", pf)
-	res, err := b.idx.SearchInContext(r.Context(), req)
+	res, err := idx.SearchInContext(ctx, req)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
+		return nil, err
 	}
 	hits := make([]json.RawMessage, 0, len(res.Hits))
 	for _, h := range res.Hits {
@@ -182,12 +192,7 @@ func (b *bareMixed) search(w http.ResponseWriter, r *http.Request) {
 			hits = append(hits, json.RawMessage(s))
 		}
 	}
-	body, err := json.Marshal(map[string]any{"total": res.Total, "hits": hits, "facets": res.Facets})
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	writeJSON(w, http.StatusOK, body)
+	return json.Marshal(map[string]any{"total": res.Total, "hits": hits, "facets": res.Facets})
 }
 
 // place commits the order's outbox rows (the order and one reservation per

@@ -43,11 +43,19 @@ func catalogMapping() mapping.IndexMapping {
 	keywordField := bleve.NewTextFieldMapping()
 	keywordField.Analyzer = keyword.Name
 	keywordField.Store, keywordField.IncludeInAll, keywordField.IncludeTermVectors = false, false, false
-	keywordField.DocValues = true // terms facet
+	// No doc values on the faceted fields either: Bleve then builds their
+	// facets from each segment's uninverted terms, cached in memory for the
+	// segment's life, instead of decompressing doc-value chunks (snappy) for
+	// every matching document of every search, which cost 2.4 times the CPU
+	// per search (`jetcqrs-bench catalog-search`, docs/benchmarks.md). An
+	// index created with doc values keeps them (Bleve keeps the mapping an
+	// index was created with) and answers alike, so the schema version
+	// stays; it gets the cheaper facets at its next rebuild.
+	keywordField.DocValues = false
 
-	number := func(docValues bool) *mapping.FieldMapping {
+	number := func() *mapping.FieldMapping {
 		f := bleve.NewNumericFieldMapping()
-		f.Store, f.IncludeInAll, f.DocValues = false, false, docValues
+		f.Store, f.IncludeInAll, f.DocValues = false, false, false
 		return f
 	}
 	flag := bleve.NewBooleanFieldMapping()
@@ -61,8 +69,8 @@ func catalogMapping() mapping.IndexMapping {
 	doc.AddFieldMappingsAt(fieldName, text())
 	doc.AddFieldMappingsAt(fieldDescription, text())
 	doc.AddFieldMappingsAt(fieldCategory, keywordField)
-	doc.AddFieldMappingsAt(fieldPrice, number(true)) // range facet
-	doc.AddFieldMappingsAt(fieldAvailable, number(false))
+	doc.AddFieldMappingsAt(fieldPrice, number()) // range facet
+	doc.AddFieldMappingsAt(fieldAvailable, number())
 	doc.AddFieldMappingsAt(fieldHasProduct, flag)
 	doc.AddFieldMappingsAt(fieldSource, source)
 

@@ -27,24 +27,44 @@ const (
 // English analysis: lower case, stemming, stop words dropped) must occur in
 // the name or the description; an empty Q matches every product, and a Q of
 // stop words only matches none. Hits are ordered by relevance, then SKU
-// (SKU alone for an empty Q). Limit <= 0 means 20. A batch is searchable
-// once Apply returns, so q.Fresh needs nothing more.
+// (SKU alone for an empty Q). Limit <= 0 means 20.
+//
+// Results are cached until the next batch Apply writes (see WithSearchCache);
+// callers share them and must not modify them. A batch is searchable once
+// Apply returns; a q.Fresh search skips the cache, so that it shows every
+// batch written before it was called.
 func (s *CatalogStore) Search(ctx context.Context, q projections.SearchQuery) (projections.SearchResult, error) {
 	offset, limit, err := q.Page()
 	if err != nil {
 		return projections.SearchResult{}, fmt.Errorf("blevestore: %w", err)
 	}
+	hasText := strings.TrimSpace(q.Q) != ""
+	var terms []string
+	if hasText {
+		if terms, err = s.analyze(q.Q); err != nil {
+			return projections.SearchResult{}, err
+		}
+	}
+	key := s.search.key(q, hasText, terms, offset, limit)
+	if res, ok := s.search.get(key, q.Fresh); ok {
+		return res, nil
+	}
+	res, err := s.searchIndex(ctx, q, hasText, terms, offset, limit)
+	if err != nil {
+		return projections.SearchResult{}, err
+	}
+	s.search.add(key, res)
+	return res, nil
+}
 
+// searchIndex runs the search of Search on the index's current snapshot.
+func (s *CatalogStore) searchIndex(ctx context.Context, q projections.SearchQuery, hasText bool, terms []string, offset, limit int) (projections.SearchResult, error) {
 	hasProduct := bleve.NewBoolFieldQuery(true)
 	hasProduct.SetField(fieldHasProduct)
 	conjuncts := []query.Query{hasProduct}
 	order := []string{"_id"}
-	if strings.TrimSpace(q.Q) != "" {
-		text, err := s.textQuery(q.Q)
-		if err != nil {
-			return projections.SearchResult{}, err
-		}
-		conjuncts = append(conjuncts, text)
+	if hasText {
+		conjuncts = append(conjuncts, textQuery(terms))
 		order = []string{"-_score", "_id"}
 	}
 	if q.Category != "" {
@@ -103,24 +123,32 @@ func (s *CatalogStore) Search(ctx context.Context, q projections.SearchQuery) (p
 	return out, nil
 }
 
-// textQuery requires every analyzed term of text in the name or the
-// description. Bleve's match queries apply their operator per field, so the
-// cross-field form is built from the terms the field analyzer produces.
-func (s *CatalogStore) textQuery(text string) (query.Query, error) {
+// analyze returns the distinct terms the name field's analyzer makes of
+// text, sorted: every word must match, so the order of the words changes
+// nothing, and "green tea" and "Tea green" make one search (and one cache
+// entry).
+func (s *CatalogStore) analyze(text string) ([]string, error) {
 	m := s.idx.Mapping()
 	name := m.AnalyzerNameForPath(fieldName)
 	analyzer := m.AnalyzerNamed(name)
 	if analyzer == nil {
 		return nil, fmt.Errorf("blevestore: search: the index has no analyzer %q for %s", name, fieldName)
 	}
-	var terms []string
-	for _, tok := range analyzer.Analyze([]byte(text)) {
-		if t := string(tok.Term); !slices.Contains(terms, t) {
-			terms = append(terms, t)
-		}
+	tokens := analyzer.Analyze([]byte(text))
+	terms := make([]string, 0, len(tokens))
+	for _, tok := range tokens {
+		terms = append(terms, string(tok.Term))
 	}
+	slices.Sort(terms)
+	return slices.Compact(terms), nil
+}
+
+// textQuery requires every term in the name or the description. Bleve's
+// match queries apply their operator per field, so the cross-field form is
+// built from the terms the field analyzer produces; no terms match nothing.
+func textQuery(terms []string) query.Query {
 	if len(terms) == 0 {
-		return bleve.NewMatchNoneQuery(), nil
+		return bleve.NewMatchNoneQuery()
 	}
 	perTerm := make([]query.Query, 0, len(terms))
 	for _, t := range terms {
@@ -129,7 +157,7 @@ func (s *CatalogStore) textQuery(text string) (query.Query, error) {
 		inDescription.SetField(fieldDescription)
 		perTerm = append(perTerm, bleve.NewDisjunctionQuery(inName, inDescription))
 	}
-	return bleve.NewConjunctionQuery(perTerm...), nil
+	return bleve.NewConjunctionQuery(perTerm...)
 }
 
 // numericRange is the inclusive range [lo, hi] over a whole-number field; a

@@ -45,6 +45,9 @@ type CatalogStore struct {
 
 	// applyMu serializes Apply's read-modify-write of documents.
 	applyMu sync.Mutex
+
+	// search caches Search's results until the next batch.
+	search *searchCache
 }
 
 // DefaultLockTimeout is how long Open waits for another holder of the
@@ -55,7 +58,9 @@ const DefaultLockTimeout = 10 * time.Second
 type Option func(*options)
 
 type options struct {
-	lockTimeout time.Duration
+	lockTimeout  time.Duration
+	cacheEntries int
+	cacheMetrics *SearchCacheMetrics
 }
 
 // WithLockTimeout sets how long Open waits for the directory's lock, held
@@ -68,7 +73,7 @@ func WithLockTimeout(d time.Duration) Option {
 // is an empty directory. One CatalogStore at a time may have a directory
 // open; Open fails if the lock is not free within the lock timeout.
 func Open(dir string, opts ...Option) (*CatalogStore, error) {
-	o := options{lockTimeout: DefaultLockTimeout}
+	o := options{lockTimeout: DefaultLockTimeout, cacheEntries: DefaultSearchCacheEntries}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -82,7 +87,7 @@ func Open(dir string, opts ...Option) (*CatalogStore, error) {
 	idx, err := bleve.OpenUsing(dir, boltCfg)
 	if errors.Is(err, bleve.ErrorIndexPathDoesNotExist) ||
 		errors.Is(err, bleve.ErrorIndexMetaMissing) && isEmptyDir(dir) {
-		return create(dir, boltCfg)
+		return create(dir, boltCfg, o)
 	}
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("blevestore: open %s: still locked after %s: another store has it open: %w", dir, o.lockTimeout, err)
@@ -98,10 +103,10 @@ func Open(dir string, opts ...Option) (*CatalogStore, error) {
 		_ = idx.Close()
 		return nil, fmt.Errorf("blevestore: open %s: %w", dir, err)
 	}
-	return &CatalogStore{idx: idx}, nil
+	return newCatalogStore(dir, idx, o)
 }
 
-func create(dir string, boltCfg map[string]any) (*CatalogStore, error) {
+func create(dir string, boltCfg map[string]any, o options) (*CatalogStore, error) {
 	idx, err := bleve.NewUsing(dir, catalogMapping(), scorch.Name, scorch.Name, boltCfg)
 	if err != nil {
 		return nil, fmt.Errorf("blevestore: create %s: %w", dir, err)
@@ -110,7 +115,16 @@ func create(dir string, boltCfg map[string]any) (*CatalogStore, error) {
 		_ = idx.Close()
 		return nil, fmt.Errorf("blevestore: create %s: %w", dir, err)
 	}
-	return &CatalogStore{idx: idx}, nil
+	return newCatalogStore(dir, idx, o)
+}
+
+func newCatalogStore(dir string, idx bleve.Index, o options) (*CatalogStore, error) {
+	search, err := newSearchCache(o.cacheEntries, o.cacheMetrics)
+	if err != nil {
+		_ = idx.Close()
+		return nil, fmt.Errorf("blevestore: open %s: %w", dir, err)
+	}
+	return &CatalogStore{idx: idx, search: search}, nil
 }
 
 func isEmptyDir(dir string) bool {
@@ -179,7 +193,9 @@ func (s *CatalogStore) Apply(ctx context.Context, events []projections.Envelope)
 			return fmt.Errorf("blevestore: apply: index %s: %w", sku, err)
 		}
 	}
-	if err := s.idx.Batch(batch); err != nil {
+	err = s.idx.Batch(batch)
+	s.search.invalidate() // even a failed batch may be partly searchable
+	if err != nil {
 		return fmt.Errorf("blevestore: apply: write batch: %w", err)
 	}
 	return nil
