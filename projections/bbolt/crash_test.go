@@ -356,3 +356,40 @@ func mustJSON(t *testing.T, v any) []byte {
 	}
 	return body
 }
+
+// Partitions apply concurrently, as a process's consumers do: each one's
+// checkpoint ends at its last event, and each model ends as a store that
+// applied the stream in order.
+func TestPartitionsApplyConcurrently(t *testing.T) {
+	events := shopStream(t, 150)
+	parts := partitionStream(events)
+	for name, s := range openAll(t, t.TempDir()) {
+		t.Run(name, func(t *testing.T) {
+			errs := make(chan error, len(parts))
+			for p, pe := range parts {
+				go func() {
+					for _, b := range batches(pe, 5) {
+						if err := s.ApplyPartition(t.Context(), p, b); err != nil {
+							errs <- fmt.Errorf("partition %d: %w", p, err)
+							return
+						}
+					}
+					errs <- nil
+				}()
+			}
+			for range parts {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+			}
+			for p, pe := range parts {
+				if cp, err := s.Checkpoint(t.Context(), p); err != nil || cp != pe[len(pe)-1].Seq {
+					t.Errorf("Checkpoint(%d) = %d, %v; want %d", p, cp, err, pe[len(pe)-1].Seq)
+				}
+			}
+			if got, want := dump(t, s), reference(t, name, events); got != want {
+				t.Errorf("%s applied by concurrent partitions differs from a store that applied the stream in order", name)
+			}
+		})
+	}
+}
