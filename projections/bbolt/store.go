@@ -29,6 +29,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -56,9 +58,12 @@ type file struct {
 	buckets [][]byte // the model's data buckets
 }
 
-// openFile opens (creating if needed) the file at path for model, whose data
-// lives in buckets. A file written for another model is refused.
+// openFile opens (creating it and its directory if needed) the file at path
+// for model, whose data lives in buckets. A file written for another model is refused.
 func openFile(path, model string, buckets ...[]byte) (*file, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)

@@ -116,7 +116,7 @@ func TestCheckpointFollowsAppliedBatches(t *testing.T) {
 // marker, and takes writes again; the data, checkpoints and marker survive
 // closing and reopening the file; a file is opened for its own model only.
 func TestMarkDropAndReopen(t *testing.T) {
-	path := tempPath(t)
+	path := filepath.Join(t.TempDir(), "inventory", "g1.db") // the directory is created too
 	ctx := t.Context()
 	s, err := boltstore.OpenInventory(path)
 	if err != nil {
