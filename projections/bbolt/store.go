@@ -107,26 +107,24 @@ func (f *file) apply(ctx context.Context, partition int, write func(tx *bolt.Tx)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	var poison error
+	var poison *projections.PoisonError
 	err := f.db.Update(func(tx *bolt.Tx) error {
-		var last uint64
-		var err error
-		last, poison = write(tx)
-		if poison != nil {
-			var p *projections.PoisonError
-			if !errors.As(poison, &p) {
-				return poison
-			}
+		last, err := write(tx)
+		if err != nil && !errors.As(err, &poison) {
+			return err // a write failed: roll the batch back
 		}
 		if partition >= 0 && last > 0 {
-			err = raiseCheckpoint(tx, partition, last)
+			return raiseCheckpoint(tx, partition, last)
 		}
-		return err
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("boltstore: apply %s: %w", f.model, classify(err))
 	}
-	return poison
+	if poison != nil {
+		return poison
+	}
+	return nil
 }
 
 // classify marks the bbolt errors that name what an event carries (a key or
