@@ -132,7 +132,7 @@ func TestKilledWhileApplyingResumesFromItsCheckpoint(t *testing.T) {
 	dir := t.TempDir()
 	events := shopStream(t, crashOrders)
 	parts := partitionStream(events)
-	for round, rounds := range []int{2, 9, 17, 28, 40, 55} {
+	for round, rounds := range []int{2, 7, 13, 20, 28, 37} {
 		cmd := childCommand(t, "apply", dir)
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
@@ -154,7 +154,7 @@ func TestKilledWhileApplyingResumesFromItsCheckpoint(t *testing.T) {
 		}
 		// A moment later, so that the kill lands anywhere in a round: in a
 		// read, a write transaction, or its fsync.
-		time.Sleep(time.Duration(rand.Int64N(int64(30 * time.Millisecond))))
+		time.Sleep(time.Duration(rand.Int64N(int64(20 * time.Millisecond))))
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		for lines.Scan() {
 		}
