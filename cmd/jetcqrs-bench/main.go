@@ -44,7 +44,7 @@ func benchCmd() *cobra.Command {
 	cfg := &config{}
 	mixed := &mixedFlags{}
 	cmd := &cobra.Command{
-		Use:           "jetcqrs-bench [all|place-order|relay-drain|relay-latency|projection-apply|query-get-order|end-to-end|catalog-search|mixed]",
+		Use:           "jetcqrs-bench [all|place-order|relay-drain|relay-latency|projection-apply|embedded-apply|query-get-order|end-to-end|catalog-search|mixed]",
 		Short:         "Run benchmarks against their raw baselines and record the figures in docs/benchmarks.md",
 		Args:          cobra.ExactArgs(1),
 		SilenceUsage:  true,
@@ -81,6 +81,10 @@ func benchCmd() *cobra.Command {
 				"projection-apply": func() (string, error) {
 					return bench.ProjectionApply(cmd.Context(), bench.ProjectionApplyConfig{RedisURL: cfg.RedisURL,
 						ClickHouseURL: cfg.ClickHouseURL, Duration: duration / 4, Log: log})
+				},
+				// Six runs: store and raw baseline for three embedded read models.
+				"embedded-apply": func() (string, error) {
+					return bench.EmbeddedApply(cmd.Context(), bench.EmbeddedApplyConfig{Duration: duration / 3, Log: log})
 				},
 				// Eight runs: API and bare handler at four concurrencies.
 				"query-get-order": func() (string, error) {
@@ -119,7 +123,7 @@ func benchCmd() *cobra.Command {
 			}
 			names := []string{args[0]}
 			if args[0] == "all" {
-				names = []string{"place-order", "relay-drain", "relay-latency", "projection-apply", "query-get-order", "end-to-end"}
+				names = []string{"place-order", "relay-drain", "relay-latency", "projection-apply", "embedded-apply", "query-get-order", "end-to-end"}
 			}
 			for _, name := range names {
 				fn, ok := run[name]

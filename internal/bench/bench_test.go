@@ -41,6 +41,9 @@ func TestBenchmarksWriteTables(t *testing.T) {
 			return ProjectionApply(ctx, ProjectionApplyConfig{RedisURL: redisURL, ClickHouseURL: chURL,
 				Duration: 50 * time.Millisecond, Log: log})
 		}},
+		{"embedded-apply", func(log io.Writer) (string, error) {
+			return EmbeddedApply(ctx, EmbeddedApplyConfig{Dir: t.TempDir(), Duration: 50 * time.Millisecond, Log: log})
+		}},
 		{"query-get-order", func(log io.Writer) (string, error) {
 			return QueryGetOrder(ctx, QueryGetOrderConfig{RedisURL: redisURL, Duration: 200 * time.Millisecond,
 				Concurrency: []int{1, 4}, Log: log})
