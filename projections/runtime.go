@@ -90,9 +90,14 @@ type Config struct {
 	// went away (deleted, or lost with the server's state); when it reports
 	// true, a newer generation of the read model has replaced this one and
 	// the worker stops instead.
-	Retired  func(ctx context.Context) bool
-	Logger   *slog.Logger
-	Registry prometheus.Registerer
+	Retired func(ctx context.Context) bool
+	// StartDelay, if set, is how long a partition's worker waits before its
+	// first pull. The first process to pull a partition is pinned to it, so
+	// processes that start a runtime at the same moment (a rebuild) and
+	// delay each partition differently share the partitions between them.
+	StartDelay func(partition int) time.Duration
+	Logger     *slog.Logger
+	Registry   prometheus.Registerer
 }
 
 func (c Config) withDefaults() Config {
@@ -334,6 +339,9 @@ type delivered struct {
 }
 
 func (w *worker) run(ctx context.Context) error {
+	if w.rt.cfg.StartDelay != nil {
+		sleep(ctx, w.rt.cfg.StartDelay(w.partition))
+	}
 	for created := false; ctx.Err() == nil; {
 		if w.consumer == nil {
 			if created && w.rt.cfg.Retired != nil && w.rt.cfg.Retired(ctx) {
@@ -730,8 +738,6 @@ type Status struct {
 	LagMS int64 `json:"lag_ms"`
 	// DeadLetters counts this projection's events in the dead-letter stream.
 	DeadLetters uint64 `json:"dead_letters"`
-	// Rebuild is the generation being built beside this one, if any.
-	Rebuild *Status `json:"rebuild,omitempty"`
 }
 
 // Status reports every projection, from its consumers and the dead-letter

@@ -26,6 +26,7 @@ import (
 	"github.com/jetcqrs/jetcqrs/internal/httpx"
 	jnats "github.com/jetcqrs/jetcqrs/nats"
 	"github.com/jetcqrs/jetcqrs/postgres"
+	"github.com/jetcqrs/jetcqrs/projections/lifecycle"
 	"github.com/jetcqrs/jetcqrs/queryapi"
 	"github.com/jetcqrs/jetcqrs/relay"
 )
@@ -66,11 +67,13 @@ type Main struct {
 	streamCfg jnats.StreamConfig
 	relay     *relay.Relay
 
-	redis     *redis.Client
-	ch        driver.Conn
-	gens      *jnats.Generations
-	live      *liveModels
-	projector *projector
+	redis  *redis.Client
+	ch     driver.Conn
+	record *lifecycle.KVRecord
+	live   *liveModels
+	// models owns the read models' generations and, in a projector, applies
+	// them.
+	models *lifecycle.Manager
 
 	router   chi.Router
 	checks   map[string]func(context.Context) error
@@ -138,16 +141,15 @@ func (m *Main) open(ctx context.Context) error {
 		if err := m.openClients(ctx); err != nil {
 			return err
 		}
-		if m.gens, err = jnats.EnsureGenerations(ctx, m.js); err != nil {
+		if m.record, err = lifecycle.EnsureKVRecord(ctx, m.js); err != nil {
 			return err
 		}
 		m.live = newLiveModels()
-		if err := m.openLiveModels(ctx); err != nil {
+		if err := m.openModels(ctx); err != nil {
 			return err
 		}
 	}
 	if m.comp.Projector {
-		m.projector = newProjector(m)
 		m.mountDLQ(r, tokens)
 		m.mountRebuild(r, tokens)
 	}
@@ -157,8 +159,8 @@ func (m *Main) open(ctx context.Context) error {
 			return err
 		}
 		var projStatus, relayStatus queryapi.StatusSource
-		if m.projector != nil {
-			projStatus = statusFunc(func(ctx context.Context) (any, error) { return m.projector.Status(ctx) })
+		if m.comp.Projector {
+			projStatus = statusFunc(func(ctx context.Context) (any, error) { return m.models.Status(ctx) })
 		}
 		if m.comp.Relay {
 			relayStatus = statusFunc(func(context.Context) (any, error) { return m.relay.Status(), nil })
@@ -250,15 +252,10 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.store != nil {
 		g.Go(func() error { return m.pruneIdempotencyKeys(ctx) })
 	}
-	if m.live != nil && m.projector == nil { // the projector watches once it runs
-		if err := m.gens.Watch(ctx, m.onPromoted); err != nil {
-			return err
-		}
-	}
-	if m.projector != nil {
+	if m.models != nil {
 		g.Go(func() error {
-			if err := m.projector.Run(ctx); err != nil && ctx.Err() == nil {
-				return fmt.Errorf("projector: %w", err)
+			if err := m.models.Run(ctx); err != nil && ctx.Err() == nil {
+				return fmt.Errorf("read models: %w", err)
 			}
 			return nil
 		})
