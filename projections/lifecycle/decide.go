@@ -51,6 +51,10 @@ func (s Step) String() string {
 	return [...]string{"wait", "fence", "promote", "unfence", "abandon"}[s]
 }
 
+// FenceSlack is how many more events than the live generation the new one
+// may have pending when the live one is paused for the promotion.
+const FenceSlack = 256
+
 // MaxFence bounds how long the live generation stays paused for a promotion.
 const MaxFence = 5 * time.Second
 
@@ -58,8 +62,8 @@ const MaxFence = 5 * time.Second
 // it has applied, on every partition, every event the live one had been
 // delivered while the live one was paused with nothing in flight: a reader
 // moved to it never sees a state older than the one it saw before. The live
-// generation is paused only once the new one has reached where it was, so
-// the pause lasts about one batch.
+// generation is paused only once the new one is within FenceSlack events of
+// it, so the pause lasts about one batch.
 func Decide(f Facts) Step {
 	switch {
 	case !f.NextIntact:
@@ -70,7 +74,9 @@ func Decide(f Facts) Step {
 		}
 		return Wait // being created by the workers
 	case !f.Fenced:
-		if covers(f.Next.AckFloor, f.Live.Delivered) {
+		// Nearly there: under steady traffic the live generation is
+		// always a few events ahead somewhere, so only a pause settles it.
+		if f.Next.Pending <= f.Live.Pending+FenceSlack || covers(f.Next.AckFloor, f.Live.Delivered) {
 			return Fence
 		}
 		return Wait

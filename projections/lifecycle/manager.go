@@ -124,6 +124,7 @@ var (
 type Manager struct {
 	cfg            Config
 	rebuildApplied *prometheus.CounterVec
+	rebuilds       *prometheus.CounterVec
 
 	mu      sync.Mutex
 	models  map[string]*model
@@ -172,9 +173,15 @@ func New(cfg Config) (*Manager, error) {
 		Name: "jetcqrs_rebuild_events_applied_total",
 		Help: "Events applied by this process to generations being rebuilt.",
 	}, []string{"projection"})
+	m.rebuilds = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "jetcqrs_rebuilds_started_total",
+		Help: "Rebuilds this process started (took a new generation number for), by projection.",
+	}, []string{"projection"})
 	if cfg.Runtime.Registry != nil {
-		if err := cfg.Runtime.Registry.Register(m.rebuildApplied); err != nil {
-			return nil, err
+		for _, c := range []prometheus.Collector{m.rebuildApplied, m.rebuilds} {
+			if err := cfg.Runtime.Registry.Register(c); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return m, nil
@@ -576,8 +583,11 @@ func (m *Manager) Rebuild(ctx context.Context, name string) (int, error) {
 		m.mu.Unlock()
 		return 0, err
 	}
-	if c.st.Phase == PhaseRetiring {
+	switch c.st.Phase {
+	case PhaseRetiring:
 		return c.st.Live, nil
+	case PhasePreparing:
+		m.rebuilds.WithLabelValues(name).Inc()
 	}
 	return c.st.Rebuild, nil
 }

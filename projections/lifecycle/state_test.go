@@ -119,15 +119,21 @@ func TestTakeoverContinuesABuildAndAbandonLeavesLiveAlone(t *testing.T) {
 func TestDecide(t *testing.T) {
 	t.Parallel()
 	p := func(delivered, floor []uint64, inFlight int) Progress {
-		return Progress{Delivered: delivered, AckFloor: floor, InFlight: inFlight}
+		var pending uint64
+		for i := range delivered {
+			pending += 1000 - floor[i] // a stream of 1000 events per partition
+		}
+		return Progress{Delivered: delivered, AckFloor: floor, InFlight: inFlight, Pending: pending}
 	}
 	for _, tc := range []struct {
 		name string
 		f    Facts
 		want Step
 	}{
-		{"behind on one partition", Facts{NextIntact: true,
-			Live: p([]uint64{10, 20}, []uint64{10, 20}, 0), Next: p([]uint64{10, 19}, []uint64{10, 19}, 0)}, Wait},
+		{"far behind", Facts{NextIntact: true,
+			Live: p([]uint64{900, 900}, []uint64{900, 900}, 0), Next: p([]uint64{900, 500}, []uint64{900, 500}, 0)}, Wait},
+		{"a batch behind on one partition", Facts{NextIntact: true,
+			Live: p([]uint64{900, 900}, []uint64{900, 900}, 0), Next: p([]uint64{900, 700}, []uint64{900, 700}, 0)}, Fence},
 		// Fewer pending than the live one is not enough: what counts is
 		// what the live one had been delivered.
 		{"reached where live was", Facts{NextIntact: true,
