@@ -127,8 +127,12 @@ type projectionStatus struct {
 	LagMS       int64  `json:"lag_ms"`
 	DeadLetters uint64 `json:"dead_letters"`
 	Rebuild     *struct {
-		Generation string `json:"generation"`
-		Pending    uint64 `json:"pending"`
+		Generation string  `json:"generation"`
+		Pending    uint64  `json:"pending"`
+		Done       uint64  `json:"done"`
+		Total      uint64  `json:"total"`
+		ETASeconds float64 `json:"eta_seconds"`
+		Owner      string  `json:"owner"`
 	} `json:"rebuild"`
 }
 

@@ -434,6 +434,24 @@ func TestProjectorKilledMidRebuildIsTakenOver(t *testing.T) {
 	}
 	_ = victim.cmd.Wait()
 
+	// Until the lease expires, the surviving processes apply the generation
+	// the child was building, and show its progress.
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		var st []projectionStatus
+		s.do(http.MethodGet, "/v1/admin/projections", admin, nil, nil, &st)
+		i := slices.IndexFunc(st, func(p projectionStatus) bool { return p.Name == "orders" })
+		if i >= 0 && st[i].Rebuild != nil && st[i].Rebuild.Generation == "g2" && st[i].Rebuild.Total > 0 &&
+			st[i].Rebuild.Done > 0 && st[i].Rebuild.Done <= st[i].Rebuild.Total && st[i].Rebuild.Owner != "" {
+			t.Logf("rebuild progress of orders: %+v", *st[i].Rebuild)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no rebuild progress of orders in GET /v1/admin/projections: %+v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
 	s.awaitGeneration(2, 2*time.Minute, "orders")
 	w.stop()
 	s.awaitLive(admin, time.Minute)
