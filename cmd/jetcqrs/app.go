@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"golang.org/x/sync/errgroup"
@@ -75,7 +74,6 @@ type Main struct {
 	// them.
 	models *lifecycle.Manager
 
-	router   chi.Router
 	checks   map[string]func(context.Context) error
 	server   *http.Server
 	listener net.Listener
@@ -85,7 +83,7 @@ type Main struct {
 // everything opened so far is closed.
 func NewMain(ctx context.Context, cfg *Config, comp Components, logger *slog.Logger) (*Main, error) {
 	m := &Main{cfg: cfg, comp: comp, logger: logger, registry: prometheus.NewRegistry(),
-		tracer: sdktrace.NewTracerProvider(), router: chi.NewRouter(), checks: map[string]func(context.Context) error{}}
+		tracer: sdktrace.NewTracerProvider(), checks: map[string]func(context.Context) error{}}
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := m.open(ctx); err != nil {
 		m.Close()
@@ -103,21 +101,14 @@ func (m *Main) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	metrics, err := httpx.NewMetrics(m.registry, "http")
-	if err != nil {
-		return err
-	}
-	r := m.router
-	r.Use(httpx.Recover(m.logger), metrics.Middleware)
-	r.NotFound(httpx.NotFound)
-	r.MethodNotAllowed(httpx.MethodNotAllowed)
+	var mounts []func(chi.Router)
 
 	if m.comp.CommandAPI {
 		if err := m.openWriteStore(ctx); err != nil {
 			return err
 		}
-		commandapi.New(m.store, tokens, m.tracer.Tracer("jetcqrs/commandapi"), m.logger,
-			commandapi.Config{CommandTimeout: m.cfg.CommandTimeout}).Mount(r)
+		mounts = append(mounts, commandapi.New(m.store, tokens, m.tracer.Tracer("jetcqrs/commandapi"), m.logger,
+			commandapi.Config{CommandTimeout: m.cfg.CommandTimeout}).Mount)
 	}
 	if m.comp.Broker && m.cfg.NATSURL != "" {
 		return errors.New("broker runs the embedded NATS server: unset NATS_URL for it (the other processes set it)")
@@ -150,8 +141,7 @@ func (m *Main) open(ctx context.Context) error {
 		}
 	}
 	if m.comp.Projector {
-		m.mountDLQ(r, tokens)
-		m.mountRebuild(r, tokens)
+		mounts = append(mounts, func(r chi.Router) { m.mountDLQ(r, tokens) }, func(r chi.Router) { m.mountRebuild(r, tokens) })
 	}
 	if m.comp.QueryAPI {
 		hub := queryapi.NewHub()
@@ -165,8 +155,8 @@ func (m *Main) open(ctx context.Context) error {
 		if m.comp.Relay {
 			relayStatus = statusFunc(func(context.Context) (any, error) { return m.relay.Status(), nil })
 		}
-		queryapi.New(m.queryReaders(), tokens, hub, projStatus, relayStatus, m.logger,
-			queryapi.Config{ConsistencyWait: m.cfg.ConsistencyWait}).Mount(r)
+		mounts = append(mounts, queryapi.New(m.queryReaders(), tokens, hub, projStatus, relayStatus, m.logger,
+			queryapi.Config{ConsistencyWait: m.cfg.ConsistencyWait}).Mount)
 	}
 	if m.comp.Relay {
 		if err := m.openRelay(ctx); err != nil {
@@ -174,13 +164,17 @@ func (m *Main) open(ctx context.Context) error {
 		}
 		if !m.comp.QueryAPI {
 			relayStatus := m.relay
-			r.With(httpx.Authenticate(tokens), requireAdmin).Get("/v1/admin/relay", func(w http.ResponseWriter, _ *http.Request) {
-				httpx.WriteJSON(w, http.StatusOK, relayStatus.Status())
+			mounts = append(mounts, func(r chi.Router) {
+				r.With(httpx.Authenticate(tokens), requireAdmin).Get("/v1/admin/relay", func(w http.ResponseWriter, _ *http.Request) {
+					httpx.WriteJSON(w, http.StatusOK, relayStatus.Status())
+				})
 			})
 		}
 	}
-	httpx.Health(r, m.checks)
-	r.Handle("/metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
+	r, err := httpx.NewRouter(httpx.RouterConfig{Logger: m.logger, Registry: m.registry, Checks: m.checks}, mounts...)
+	if err != nil {
+		return err
+	}
 
 	m.server = &http.Server{
 		Handler:           r,
