@@ -43,7 +43,7 @@ func benchCmd() *cobra.Command {
 	var duration time.Duration
 	cfg := &config{}
 	cmd := &cobra.Command{
-		Use:           "jetcqrs-bench [all|place-order|relay-drain|relay-latency|projection-apply|query-get-order|end-to-end]",
+		Use:           "jetcqrs-bench [all|place-order|relay-drain|relay-latency|projection-apply|query-get-order|end-to-end|rebuild]",
 		Short:         "Run benchmarks against their raw baselines and record the figures in docs/benchmarks.md",
 		Args:          cobra.ExactArgs(1),
 		SilenceUsage:  true,
@@ -90,6 +90,11 @@ func benchCmd() *cobra.Command {
 					return bench.QueryGetOrder(cmd.Context(), bench.QueryGetOrderConfig{RedisURL: cfg.RedisURL,
 						Duration: duration / 2, Concurrency: qc, Log: log})
 				},
+				// Eight runs: a rebuild and a bare ordered consumer for four read models.
+				"rebuild": func() (string, error) {
+					return bench.Rebuild(cmd.Context(), bench.RebuildConfig{RedisURL: cfg.RedisURL,
+						ClickHouseURL: cfg.ClickHouseURL, Events: int(duration.Seconds() * 3000), Log: log})
+				},
 				// Six runs: the system and the bare chain at three loads.
 				"end-to-end": func() (string, error) {
 					return bench.EndToEnd(cmd.Context(), bench.EndToEndConfig{ServerURL: server, RedisURL: cfg.RedisURL,
@@ -109,7 +114,7 @@ func benchCmd() *cobra.Command {
 			}
 			names := []string{args[0]}
 			if args[0] == "all" {
-				names = []string{"place-order", "relay-drain", "relay-latency", "projection-apply", "query-get-order", "end-to-end"}
+				names = []string{"place-order", "relay-drain", "relay-latency", "projection-apply", "query-get-order", "end-to-end", "rebuild"}
 			}
 			for _, name := range names {
 				fn, ok := run[name]
