@@ -171,7 +171,7 @@ func TestRedisLosingItsDataUnderSeveralProjectors(t *testing.T) {
 			}
 			admin := s.token("ops", domain.RoleAdmin)
 			skus := s.seedCatalog(admin, fmt.Sprintf("LP%d", n), 6, 100_000)
-			w := s.startWorkload(admin, skus, 3, 0)
+			w := s.startWorkload(admin, skus, 2, 0)
 			w.waitFor(100)
 			guard := guardLiveGenerations(s)
 
