@@ -30,7 +30,7 @@ test:
 	$(GO) test -race -count=1 -timeout 25m $(TESTTAGS) $(TESTFLAGS) $(PKGS)
 
 bench: services
-	$(GO) run ./cmd/jetcqrs bench all
+	$(GO) run ./cmd/jetcqrs-bench all
 
 lint:
 	@unformatted="$$(gofmt -l .)"; \

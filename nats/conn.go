@@ -87,7 +87,8 @@ func Connect(ctx context.Context, url, name string, logger *slog.Logger) (*natsg
 			timeout = min(timeout, time.Until(dl))
 		}
 		if timeout <= 0 {
-			return nil, fmt.Errorf("nats: connect %s: %w", redactURL(url), ctx.Err())
+			// The deadline passed; ctx.Err may still be nil until its timer fires.
+			return nil, fmt.Errorf("nats: connect %s: %w", redactURL(url), context.DeadlineExceeded)
 		}
 		nc, err := natsgo.Connect(url, append(opts, natsgo.Timeout(timeout))...)
 		if err == nil {

@@ -90,9 +90,14 @@ type Config struct {
 	// went away (deleted, or lost with the server's state); when it reports
 	// true, a newer generation of the read model has replaced this one and
 	// the worker stops instead.
-	Retired  func(ctx context.Context) bool
-	Logger   *slog.Logger
-	Registry prometheus.Registerer
+	Retired func(ctx context.Context) bool
+	// StartDelay, if set, is how long a partition's worker waits before its
+	// first pull. The first process to pull a partition is pinned to it, so
+	// processes that start a runtime at the same moment (a rebuild) and
+	// delay each partition differently share the partitions between them.
+	StartDelay func(partition int) time.Duration
+	Logger     *slog.Logger
+	Registry   prometheus.Registerer
 }
 
 func (c Config) withDefaults() Config {
@@ -328,6 +333,9 @@ type delivered struct {
 }
 
 func (w *worker) run(ctx context.Context) error {
+	if w.rt.cfg.StartDelay != nil {
+		sleep(ctx, w.rt.cfg.StartDelay(w.partition))
+	}
 	for created := false; ctx.Err() == nil; {
 		if w.consumer == nil {
 			if created && w.rt.cfg.Retired != nil && w.rt.cfg.Retired(ctx) {
@@ -734,8 +742,6 @@ type Status struct {
 	// Outage is set while the store fails to apply events (see
 	// Runtime.Outages).
 	Outage *Outage `json:"outage,omitempty"`
-	// Rebuild is the generation being built beside this one, if any.
-	Rebuild *Status `json:"rebuild,omitempty"`
 }
 
 // Status reports every projection, from its consumers and the dead-letter

@@ -44,7 +44,7 @@ func benchCmd() *cobra.Command {
 	cfg := &config{}
 	mixed := &mixedFlags{}
 	cmd := &cobra.Command{
-		Use:           "jetcqrs-bench [all|place-order|relay-drain|relay-latency|projection-apply|embedded-apply|query-get-order|end-to-end|catalog-search|mixed]",
+		Use:           "jetcqrs-bench [all|place-order|relay-drain|relay-latency|projection-apply|embedded-apply|query-get-order|end-to-end|rebuild|catalog-search|mixed]",
 		Short:         "Run benchmarks against their raw baselines and record the figures in docs/benchmarks.md",
 		Args:          cobra.ExactArgs(1),
 		SilenceUsage:  true,
@@ -95,6 +95,11 @@ func benchCmd() *cobra.Command {
 					return bench.QueryGetOrder(cmd.Context(), bench.QueryGetOrderConfig{RedisURL: cfg.RedisURL,
 						Duration: duration / 2, Concurrency: qc, Log: log})
 				},
+				// Eight runs: a rebuild and a bare ordered consumer for four read models.
+				"rebuild": func() (string, error) {
+					return bench.Rebuild(cmd.Context(), bench.RebuildConfig{RedisURL: cfg.RedisURL,
+						ClickHouseURL: cfg.ClickHouseURL, Events: int(duration.Seconds() * 3000), Log: log})
+				},
 				// Six runs: the system and the bare chain at three loads.
 				"end-to-end": func() (string, error) {
 					return bench.EndToEnd(cmd.Context(), bench.EndToEndConfig{ServerURL: server, RedisURL: cfg.RedisURL,
@@ -123,7 +128,7 @@ func benchCmd() *cobra.Command {
 			}
 			names := []string{args[0]}
 			if args[0] == "all" {
-				names = []string{"place-order", "relay-drain", "relay-latency", "projection-apply", "embedded-apply", "query-get-order", "end-to-end"}
+				names = []string{"place-order", "relay-drain", "relay-latency", "projection-apply", "embedded-apply", "query-get-order", "end-to-end", "rebuild", "catalog-search"}
 			}
 			for _, name := range names {
 				fn, ok := run[name]

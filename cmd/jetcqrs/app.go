@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"golang.org/x/sync/errgroup"
@@ -26,6 +25,7 @@ import (
 	"github.com/jetcqrs/jetcqrs/internal/httpx"
 	jnats "github.com/jetcqrs/jetcqrs/nats"
 	"github.com/jetcqrs/jetcqrs/postgres"
+	"github.com/jetcqrs/jetcqrs/projections/lifecycle"
 	"github.com/jetcqrs/jetcqrs/queryapi"
 	"github.com/jetcqrs/jetcqrs/relay"
 )
@@ -69,13 +69,14 @@ type Main struct {
 	streamCfg jnats.StreamConfig
 	relay     *relay.Relay
 
-	redis     *redis.Client
-	ch        driver.Conn
-	gens      *jnats.Generations
-	live      *liveModels
-	projector *projector
+	redis  *redis.Client
+	ch     driver.Conn
+	record *lifecycle.KVRecord
+	live   *liveModels
+	// models owns the read models' generations and, in a projector, applies
+	// them.
+	models *lifecycle.Manager
 
-	router   chi.Router
 	checks   map[string]func(context.Context) error
 	server   *http.Server
 	listener net.Listener
@@ -85,7 +86,7 @@ type Main struct {
 // everything opened so far is closed.
 func NewMain(ctx context.Context, cfg *Config, comp Components, logger *slog.Logger) (*Main, error) {
 	m := &Main{cfg: cfg, comp: comp, logger: logger, registry: prometheus.NewRegistry(),
-		tracer: sdktrace.NewTracerProvider(), router: chi.NewRouter(), checks: map[string]func(context.Context) error{}}
+		tracer: sdktrace.NewTracerProvider(), checks: map[string]func(context.Context) error{}}
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := m.open(ctx); err != nil {
 		m.Close()
@@ -103,21 +104,14 @@ func (m *Main) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	metrics, err := httpx.NewMetrics(m.registry, "http")
-	if err != nil {
-		return err
-	}
-	r := m.router
-	r.Use(httpx.Recover(m.logger), metrics.Middleware)
-	r.NotFound(httpx.NotFound)
-	r.MethodNotAllowed(httpx.MethodNotAllowed)
+	var mounts []func(chi.Router)
 
 	if m.comp.CommandAPI {
 		if err := m.openWriteStore(ctx); err != nil {
 			return err
 		}
-		commandapi.New(m.store, tokens, m.tracer.Tracer("jetcqrs/commandapi"), m.logger,
-			commandapi.Config{CommandTimeout: m.cfg.CommandTimeout}).Mount(r)
+		mounts = append(mounts, commandapi.New(m.store, tokens, m.tracer.Tracer("jetcqrs/commandapi"), m.logger,
+			commandapi.Config{CommandTimeout: m.cfg.CommandTimeout}).Mount)
 	}
 	if m.comp.Broker && m.cfg.NATSURL != "" {
 		return errors.New("broker runs the embedded NATS server: unset NATS_URL for it (the other processes set it)")
@@ -141,26 +135,18 @@ func (m *Main) open(ctx context.Context) error {
 		if err := m.openClients(ctx); err != nil {
 			return err
 		}
-		if m.gens, err = jnats.EnsureGenerations(ctx, m.js); err != nil {
+		if m.record, err = lifecycle.EnsureKVRecord(ctx, m.js); err != nil {
 			return err
 		}
 		m.live = newLiveModels()
-		if err := m.openLiveModels(ctx); err != nil {
+		if err := m.openModels(ctx); err != nil {
 			return err
 		}
 	}
 	if m.comp.Projector {
-		m.projector = newProjector(m)
 		// A store the projector is waiting out makes the process not ready.
-		m.checks["projections"] = func(ctx context.Context) error {
-			var errs []error
-			for _, rt := range m.projector.runtimes() {
-				errs = append(errs, rt.Ready(ctx))
-			}
-			return errors.Join(errs...)
-		}
-		m.mountDLQ(r, tokens)
-		m.mountRebuild(r, tokens)
+		m.checks["projections"] = m.models.Ready
+		mounts = append(mounts, func(r chi.Router) { m.mountDLQ(r, tokens) }, func(r chi.Router) { m.mountRebuild(r, tokens) })
 	}
 	if m.comp.QueryAPI {
 		hub := queryapi.NewHub()
@@ -168,14 +154,14 @@ func (m *Main) open(ctx context.Context) error {
 			return err
 		}
 		var projStatus, relayStatus queryapi.StatusSource
-		if m.projector != nil {
-			projStatus = statusFunc(func(ctx context.Context) (any, error) { return m.projector.Status(ctx) })
+		if m.comp.Projector {
+			projStatus = statusFunc(func(ctx context.Context) (any, error) { return m.models.Status(ctx) })
 		}
 		if m.comp.Relay {
 			relayStatus = statusFunc(func(context.Context) (any, error) { return m.relay.Status(), nil })
 		}
-		queryapi.New(m.queryReaders(), tokens, hub, projStatus, relayStatus, m.logger,
-			queryapi.Config{ConsistencyWait: m.cfg.ConsistencyWait}).Mount(r)
+		mounts = append(mounts, queryapi.New(m.queryReaders(), tokens, hub, projStatus, relayStatus, m.logger,
+			queryapi.Config{ConsistencyWait: m.cfg.ConsistencyWait}).Mount)
 	}
 	if m.comp.Relay {
 		if err := m.openRelay(ctx); err != nil {
@@ -183,13 +169,17 @@ func (m *Main) open(ctx context.Context) error {
 		}
 		if !m.comp.QueryAPI {
 			relayStatus := m.relay
-			r.With(httpx.Authenticate(tokens), requireAdmin).Get("/v1/admin/relay", func(w http.ResponseWriter, _ *http.Request) {
-				httpx.WriteJSON(w, http.StatusOK, relayStatus.Status())
+			mounts = append(mounts, func(r chi.Router) {
+				r.With(httpx.Authenticate(tokens), requireAdmin).Get("/v1/admin/relay", func(w http.ResponseWriter, _ *http.Request) {
+					httpx.WriteJSON(w, http.StatusOK, relayStatus.Status())
+				})
 			})
 		}
 	}
-	httpx.Health(r, m.checks)
-	r.Handle("/metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
+	r, err := httpx.NewRouter(httpx.RouterConfig{Logger: m.logger, Registry: m.registry, Checks: m.checks}, mounts...)
+	if err != nil {
+		return err
+	}
 
 	m.server = &http.Server{
 		Handler:           r,
@@ -261,15 +251,10 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.store != nil {
 		g.Go(func() error { return m.pruneIdempotencyKeys(ctx) })
 	}
-	if m.live != nil && m.projector == nil { // the projector watches once it runs
-		if err := m.gens.Watch(ctx, m.onPromoted); err != nil {
-			return err
-		}
-	}
-	if m.projector != nil {
+	if m.models != nil {
 		g.Go(func() error {
-			if err := m.projector.Run(ctx); err != nil && ctx.Err() == nil {
-				return fmt.Errorf("projector: %w", err)
+			if err := m.models.Run(ctx); err != nil && ctx.Err() == nil {
+				return fmt.Errorf("read models: %w", err)
 			}
 			return nil
 		})

@@ -35,7 +35,7 @@ func (m *Main) mountDLQ(r chi.Router, tokens *auth.Tokens) {
 				httpx.WriteError(w, req, m.logger, &domain.Error{Code: domain.CodeInvalidRequest, Field: "limit", Message: "must be 1..10000"})
 				return
 			}
-			dls, err := m.projector.DeadLetters(req.Context(), req.URL.Query().Get("projection"), limit)
+			dls, err := m.models.DeadLetters(req.Context(), req.URL.Query().Get("projection"), limit)
 			if err != nil {
 				httpx.WriteError(w, req, m.logger, err)
 				return
@@ -48,7 +48,7 @@ func (m *Main) mountDLQ(r chi.Router, tokens *auth.Tokens) {
 				httpx.WriteProblem(w, req, domain.CodeNotFound, "no such dead letter")
 				return
 			}
-			switch err := m.projector.Replay(req.Context(), seq); {
+			switch err := m.models.Replay(req.Context(), seq); {
 			case errors.Is(err, projections.ErrNoSuchDeadLetter):
 				httpx.WriteProblem(w, req, domain.CodeNotFound, err.Error())
 			case err != nil:

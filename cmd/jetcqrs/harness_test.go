@@ -25,6 +25,7 @@ import (
 	"github.com/jetcqrs/jetcqrs/domain"
 	jnats "github.com/jetcqrs/jetcqrs/nats"
 	"github.com/jetcqrs/jetcqrs/projections"
+	"github.com/jetcqrs/jetcqrs/projections/lifecycle"
 )
 
 // projectionNames are the read models every projector runs.
@@ -126,8 +127,12 @@ type projectionStatus struct {
 	LagMS       int64  `json:"lag_ms"`
 	DeadLetters uint64 `json:"dead_letters"`
 	Rebuild     *struct {
-		Generation string `json:"generation"`
-		Pending    uint64 `json:"pending"`
+		Generation string  `json:"generation"`
+		Pending    uint64  `json:"pending"`
+		Done       uint64  `json:"done"`
+		Total      uint64  `json:"total"`
+		ETASeconds float64 `json:"eta_seconds"`
+		Owner      string  `json:"owner"`
 	} `json:"rebuild"`
 }
 
@@ -145,7 +150,7 @@ func (s *system) outboxCount() uint64 {
 // projection of the runtime running in p (any process of the deployment) has
 // applied all of them, and returns the status. It polls: no sleeping for a
 // guessed time.
-func (s *system) awaitCaughtUp(p *system, timeout time.Duration) []projections.Status {
+func (s *system) awaitCaughtUp(p *system, timeout time.Duration) []lifecycle.Status {
 	s.t.Helper()
 	want := s.outboxCount()
 	deadline := time.Now().Add(timeout)
@@ -155,15 +160,15 @@ func (s *system) awaitCaughtUp(p *system, timeout time.Duration) []projections.S
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	var last []projections.Status
+	var last []lifecycle.Status
 	var lastErr error
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		last, lastErr = p.main.projector.Status(ctx)
+		last, lastErr = p.main.models.Status(ctx)
 		cancel()
 		// A projector without the query API beside it runs every projection
 		// but the embedded catalog, which stays with the process serving it.
-		if lastErr == nil && len(last) >= len(projectionNames)-1 && !slices.ContainsFunc(last, func(st projections.Status) bool {
+		if lastErr == nil && len(last) >= len(projectionNames)-1 && !slices.ContainsFunc(last, func(st lifecycle.Status) bool {
 			return st.State != "live" || st.Pending != 0
 		}) {
 			return last
@@ -177,7 +182,7 @@ func (s *system) awaitCaughtUp(p *system, timeout time.Duration) []projections.S
 // consumerName is the durable consumer of a projection's partition in the
 // first generation, as the runtime names it.
 func consumerName(projection string, partition int) string {
-	return projections.ConsumerName(projection, generationName(1), partition)
+	return projections.ConsumerName(projection, lifecycle.GenerationName(1), partition)
 }
 
 // pauseProjection pauses (until the zero time: resumes) every consumer of a

@@ -7,11 +7,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/elastic/go-elasticsearch/v8"
@@ -23,6 +21,7 @@ import (
 	blevestore "github.com/jetcqrs/jetcqrs/projections/bleve"
 	chstore "github.com/jetcqrs/jetcqrs/projections/clickhouse"
 	elasticstore "github.com/jetcqrs/jetcqrs/projections/elastic"
+	"github.com/jetcqrs/jetcqrs/projections/lifecycle"
 	redisstore "github.com/jetcqrs/jetcqrs/projections/redis"
 	"github.com/jetcqrs/jetcqrs/queryapi"
 )
@@ -31,35 +30,15 @@ import (
 // projectors to query APIs, which wake their read-your-writes waiters.
 const appliedSubject = "jetcqrs.applied"
 
-// generationName names generation gen in key prefixes, directories, table
-// and consumer names: "g1", "g2", …
-func generationName(gen int) string { return "g" + strconv.Itoa(gen) }
-
-// projectionSpec is a read model's place in the stream.
-type projectionSpec struct {
-	name           string
-	aggregateTypes []string
-	eventTypes     []string // nil: all of aggregateTypes
-	commitInterval time.Duration
-}
-
-var projectionSpecs = []projectionSpec{
-	{name: "orders", aggregateTypes: []string{domain.AggregateOrder}},
-	{name: "inventory", aggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory},
-		eventTypes: redisstore.InventoryEventTypes},
-	{name: "catalog", aggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory},
-		commitInterval: projections.CatalogCommitInterval},
-	{name: "sales", aggregateTypes: []string{domain.AggregateOrder}, eventTypes: chstore.EventTypes,
-		commitInterval: projections.SalesCommitInterval},
-}
-
-func specOf(name string) (projectionSpec, bool) {
-	for _, s := range projectionSpecs {
-		if s.name == name {
-			return s, true
-		}
-	}
-	return projectionSpec{}, false
+// modelSpecs are the read models and their place in the stream.
+var modelSpecs = []lifecycle.Spec{
+	{Name: "orders", AggregateTypes: []string{domain.AggregateOrder}},
+	{Name: "inventory", AggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory},
+		EventTypes: redisstore.InventoryEventTypes},
+	{Name: "catalog", AggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory},
+		CommitInterval: projections.CatalogCommitInterval},
+	{Name: "sales", AggregateTypes: []string{domain.AggregateOrder}, EventTypes: chstore.EventTypes,
+		CommitInterval: projections.SalesCommitInterval},
 }
 
 // catalogStore is the catalog read model, embedded (Bleve) or Elasticsearch.
@@ -80,19 +59,41 @@ type readModel struct {
 	inventory *redisstore.InventoryStore
 	catalog   catalogStore
 	sales     *chstore.SalesStore
-	// expose, if set, makes this generation the one that readers of the
-	// store itself see (the Elasticsearch alias), before it is promoted.
-	expose func(context.Context) error
-	// drop deletes this generation's data; close releases it.
-	drop  func(context.Context) error
-	close func()
-	// mark and marked, for stores that can lose their data while the
-	// stream's consumers keep their progress (Redis without persistence),
-	// record that the generation was created and tell whether that record
-	// is still there. nil for the others.
-	mark   func(context.Context) error
-	marked func(context.Context) (bool, error)
+	drop      func(context.Context) error
+	close     func()
 }
+
+var (
+	_ lifecycle.Model   = (*readModel)(nil)
+	_ lifecycle.Marker  = markedModel{}
+	_ lifecycle.Exposer = aliasedModel{}
+	_ readModelOf       = markedModel{}
+	_ readModelOf       = aliasedModel{}
+)
+
+func (rm *readModel) Store() projections.Applier     { return rm.store }
+func (rm *readModel) Drop(ctx context.Context) error { return rm.drop(ctx) }
+func (rm *readModel) Close()                         { rm.close() }
+func (rm *readModel) base() *readModel               { return rm }
+
+// readModelOf is every lifecycle.Model this process opens.
+type readModelOf interface{ base() *readModel }
+
+// markedModel is a Redis model: Redis can lose its data while the stream's
+// consumers keep their progress, so each generation carries a marker.
+type markedModel struct {
+	*readModel
+	lifecycle.Marker
+}
+
+// aliasedModel is the Elasticsearch catalog: readers of the index go
+// through an alias that the promoted generation takes.
+type aliasedModel struct {
+	*readModel
+	swap func(context.Context) error
+}
+
+func (a aliasedModel) Expose(ctx context.Context) error { return a.swap(ctx) }
 
 // openClients connects to Redis and ClickHouse, which hold the read models
 // that are not embedded.
@@ -134,18 +135,18 @@ func (m *Main) openClients(ctx context.Context) error {
 func (m *Main) servesCatalog() bool { return m.comp.QueryAPI || m.cfg.ElasticsearchURL != "" }
 
 // openReadModel opens generation gen of the named read model. fresh deletes
-// whatever that generation already holds first (what a rebuild interrupted
-// earlier left behind).
-func (m *Main) openReadModel(ctx context.Context, name string, gen int, fresh bool) (*readModel, error) {
-	g := generationName(gen)
+// whatever that generation already holds first and marks it as created.
+func (m *Main) openReadModel(ctx context.Context, name string, gen int, fresh bool) (lifecycle.Model, error) {
+	g := lifecycle.GenerationName(gen)
 	rm := &readModel{name: name, generation: gen, close: func() {}}
+	var marker lifecycle.Marker
 	switch name {
 	case "orders":
 		s := redisstore.NewOrderStore(m.redis, m.cfg.RedisPrefix+g+":")
-		rm.store, rm.orders, rm.drop, rm.mark, rm.marked = s, s, s.Drop, s.Mark, s.Marked
+		rm.store, rm.orders, rm.drop, marker = s, s, s.Drop, s
 	case "inventory":
 		s := redisstore.NewInventoryStore(m.redis, m.cfg.RedisPrefix+g+":")
-		rm.store, rm.inventory, rm.drop, rm.mark, rm.marked = s, s, s.Drop, s.Mark, s.Marked
+		rm.store, rm.inventory, rm.drop, marker = s, s, s.Drop, s
 	case "sales":
 		s, err := chstore.NewSalesStore(m.ch, g)
 		if err != nil {
@@ -178,8 +179,8 @@ func (m *Main) openReadModel(ctx context.Context, name string, gen int, fresh bo
 		if err := rm.drop(ctx); err != nil {
 			return nil, err
 		}
-		if rm.mark != nil {
-			if err := rm.mark(ctx); err != nil {
+		if marker != nil {
+			if err := marker.Mark(ctx); err != nil {
 				return nil, err
 			}
 		}
@@ -189,10 +190,13 @@ func (m *Main) openReadModel(ctx context.Context, name string, gen int, fresh bo
 			return nil, err
 		}
 	}
+	if marker != nil {
+		return markedModel{rm, marker}, nil
+	}
 	return rm, nil
 }
 
-func (m *Main) openElasticCatalog(ctx context.Context, rm *readModel, fresh bool) (*readModel, error) {
+func (m *Main) openElasticCatalog(ctx context.Context, rm *readModel, fresh bool) (lifecycle.Model, error) {
 	es, err := elasticsearch.NewClient(elasticsearch.Config{Addresses: []string{m.cfg.ElasticsearchURL}})
 	if err != nil {
 		return nil, fmt.Errorf("elasticsearch-url: %w", err)
@@ -214,41 +218,7 @@ func (m *Main) openElasticCatalog(ctx context.Context, rm *readModel, fresh bool
 		return nil, fmt.Errorf("Elasticsearch at %s: %w", m.cfg.ElasticsearchURL, err)
 	}
 	rm.store, rm.catalog = s, s
-	rm.expose = func(ctx context.Context) error { return s.SwapAlias(ctx, gen) }
-	return rm, nil
-}
-
-// openLiveModels opens, at its live generation, every read model this
-// process applies or serves, and points the query readers at them.
-func (m *Main) openLiveModels(ctx context.Context) error {
-	for _, spec := range projectionSpecs {
-		if spec.name == "catalog" && !m.servesCatalog() {
-			m.logger.Info("catalog projection left to the process that serves queries (embedded index)")
-			continue
-		}
-		gen, _, err := m.gens.Live(ctx, spec.name)
-		if err != nil {
-			return err
-		}
-		rm, err := m.openReadModel(ctx, spec.name, gen, false)
-		if err != nil {
-			return err
-		}
-		if m.comp.Projector && rm.marked != nil {
-			if err := m.markNew(ctx, rm); err != nil {
-				return err
-			}
-		}
-		if rm.expose != nil && gen == 1 {
-			// A fresh cluster: the alias is made here. Later generations
-			// are exposed by the rebuild that made them.
-			if err := rm.expose(ctx); err != nil {
-				return fmt.Errorf("Elasticsearch alias: %w", err)
-			}
-		}
-		m.live.set(rm)
-	}
-	return nil
+	return aliasedModel{rm, func(ctx context.Context) error { return s.SwapAlias(ctx, gen) }}, nil
 }
 
 // liveModels holds the live generation of each read model of this process.
@@ -292,15 +262,6 @@ func (l *liveModels) get(name string) *readModel {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.models[name]
-}
-
-// closeAll releases every live model.
-func (l *liveModels) closeAll() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, rm := range l.models {
-		rm.close()
-	}
 }
 
 // The query readers: each call goes to the live generation.
@@ -406,8 +367,8 @@ func (m *Main) subscribeApplied(hub *queryapi.Hub) error {
 }
 
 func (m *Main) closeReadModels() {
-	if m.live != nil {
-		m.live.closeAll()
+	if m.models != nil {
+		m.models.Close()
 	}
 	if m.ch != nil {
 		_ = m.ch.Close()

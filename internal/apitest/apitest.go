@@ -31,10 +31,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
@@ -199,18 +197,12 @@ func NewRouter(t testing.TB, d Deps) http.Handler {
 		t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 		d.Tracer = tp.Tracer("jetcqrs/commandapi")
 	}
-	registry := prometheus.NewRegistry()
-	metrics, err := httpx.NewMetrics(registry, "http")
+	r, err := httpx.NewRouter(httpx.RouterConfig{Logger: d.Logger, Registry: prometheus.NewRegistry(),
+		Checks: map[string]func(context.Context) error{"postgres": d.Ping}},
+		commandapi.New(d.Commands, d.Verifier, d.Tracer, d.Logger, d.Config).Mount)
 	if err != nil {
 		t.Fatalf("apitest: %v", err)
 	}
-	r := chi.NewRouter()
-	r.Use(httpx.Recover(d.Logger), metrics.Middleware)
-	r.NotFound(httpx.NotFound)
-	r.MethodNotAllowed(httpx.MethodNotAllowed)
-	commandapi.New(d.Commands, d.Verifier, d.Tracer, d.Logger, d.Config).Mount(r)
-	httpx.Health(r, map[string]func(context.Context) error{"postgres": d.Ping})
-	r.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
 	return r
 }
 

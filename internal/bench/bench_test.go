@@ -48,6 +48,9 @@ func TestBenchmarksWriteTables(t *testing.T) {
 			return QueryGetOrder(ctx, QueryGetOrderConfig{RedisURL: redisURL, Duration: 200 * time.Millisecond,
 				Concurrency: []int{1, 4}, Log: log})
 		}},
+		{"rebuild", func(log io.Writer) (string, error) {
+			return Rebuild(ctx, RebuildConfig{RedisURL: redisURL, ClickHouseURL: chURL, Events: 6000, Log: log})
+		}},
 		{"end-to-end", func(log io.Writer) (string, error) {
 			return EndToEnd(ctx, EndToEndConfig{ServerURL: server, RedisURL: redisURL, ClickHouseURL: chURL,
 				Rates: []int{50}, Duration: time.Second, Workers: 8, MaxConns: 4, Log: log})

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	natsgo "github.com/nats-io/nats.go"
@@ -272,13 +271,6 @@ func systemRun(ctx context.Context, cfg EndToEndConfig, rate int, dbURL string, 
 	}
 	tracer := sdktrace.NewTracerProvider()
 	defer func() { _ = tracer.Shutdown(context.Background()) }()
-	metrics, err := httpx.NewMetrics(prometheus.NewRegistry(), "http")
-	if err != nil {
-		return e2eResult{}, err
-	}
-	router := chi.NewRouter()
-	router.Use(httpx.Recover(logger), metrics.Middleware)
-	commandapi.New(postgres.NewStore(pool), tokens, tracer.Tracer("jetcqrs/commandapi"), logger, commandapi.Config{}).Mount(router)
 	hub := queryapi.NewHub()
 	sub, err := b.nc.Subscribe(appliedSubject, func(m *natsgo.Msg) {
 		var n appliedNotice
@@ -292,12 +284,17 @@ func systemRun(ctx context.Context, cfg EndToEndConfig, rate int, dbURL string, 
 		return e2eResult{}, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	queryapi.New(queryapi.Readers{Orders: orders, Inventory: inventory, Catalog: catalog, Sales: sales,
-		Versions: map[string]map[string]projections.VersionReader{
-			queryapi.ModelOrders:    {domain.AggregateOrder: orders},
-			queryapi.ModelInventory: {domain.AggregateInventory: inventory},
-			queryapi.ModelCatalog:   {domain.AggregateProduct: catalog, domain.AggregateInventory: catalog}}},
-		tokens, hub, nil, nil, logger, queryapi.Config{ConsistencyWait: 5 * time.Second}).Mount(router)
+	router, err := httpx.NewRouter(httpx.RouterConfig{Logger: logger, Registry: prometheus.NewRegistry()},
+		commandapi.New(postgres.NewStore(pool), tokens, tracer.Tracer("jetcqrs/commandapi"), logger, commandapi.Config{}).Mount,
+		queryapi.New(queryapi.Readers{Orders: orders, Inventory: inventory, Catalog: catalog, Sales: sales,
+			Versions: map[string]map[string]projections.VersionReader{
+				queryapi.ModelOrders:    {domain.AggregateOrder: orders},
+				queryapi.ModelInventory: {domain.AggregateInventory: inventory},
+				queryapi.ModelCatalog:   {domain.AggregateProduct: catalog, domain.AggregateInventory: catalog}}},
+			tokens, hub, nil, nil, logger, queryapi.Config{ConsistencyWait: 5 * time.Second}).Mount)
+	if err != nil {
+		return e2eResult{}, err
+	}
 	base, stopHTTP, err := serve(router)
 	if err != nil {
 		return e2eResult{}, err

@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -172,13 +171,11 @@ func startCommandAPI(pool *pgxpool.Pool) (net.Listener, string, error) {
 		return nil, "", err
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	metrics, err := httpx.NewMetrics(nil, "command")
+	r, err := httpx.NewRouter(httpx.RouterConfig{Logger: logger},
+		commandapi.New(postgres.NewStore(pool), tokens, noop.NewTracerProvider().Tracer(""), logger, commandapi.Config{}).Mount)
 	if err != nil {
 		return nil, "", err
 	}
-	r := chi.NewRouter()
-	r.Use(httpx.Recover(logger), metrics.Middleware)
-	commandapi.New(postgres.NewStore(pool), tokens, noop.NewTracerProvider().Tracer(""), logger, commandapi.Config{}).Mount(r)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, "", err

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jetcqrs/jetcqrs/auth"
@@ -186,18 +185,10 @@ func seedOrders(ctx context.Context, store *redisstore.OrderStore) ([]string, er
 // model only.
 func queryRouter(orders *redisstore.OrderStore, tokens *auth.Tokens) (http.Handler, error) {
 	logger := discardLogger()
-	metrics, err := httpx.NewMetrics(prometheus.NewRegistry(), "http")
-	if err != nil {
-		return nil, err
-	}
-	r := chi.NewRouter()
-	r.Use(httpx.Recover(logger), metrics.Middleware)
-	r.NotFound(httpx.NotFound)
-	r.MethodNotAllowed(httpx.MethodNotAllowed)
-	queryapi.New(queryapi.Readers{Orders: orders,
-		Versions: map[string]map[string]projections.VersionReader{queryapi.ModelOrders: {domain.AggregateOrder: orders}}},
-		tokens, queryapi.NewHub(), nil, nil, logger, queryapi.Config{}).Mount(r)
-	return r, nil
+	return httpx.NewRouter(httpx.RouterConfig{Logger: logger, Registry: prometheus.NewRegistry()},
+		queryapi.New(queryapi.Readers{Orders: orders,
+			Versions: map[string]map[string]projections.VersionReader{queryapi.ModelOrders: {domain.AggregateOrder: orders}}},
+			tokens, queryapi.NewHub(), nil, nil, logger, queryapi.Config{}).Mount)
 }
 
 // serve serves h on a loopback port with the binary's server settings and
