@@ -25,6 +25,7 @@ import (
 	"github.com/jetcqrs/jetcqrs/internal/httpx"
 	jnats "github.com/jetcqrs/jetcqrs/nats"
 	"github.com/jetcqrs/jetcqrs/postgres"
+	blevestore "github.com/jetcqrs/jetcqrs/projections/bleve"
 	"github.com/jetcqrs/jetcqrs/projections/lifecycle"
 	"github.com/jetcqrs/jetcqrs/queryapi"
 	"github.com/jetcqrs/jetcqrs/relay"
@@ -55,6 +56,9 @@ type Main struct {
 	logger   *slog.Logger
 	registry *prometheus.Registry
 	tracer   *sdktrace.TracerProvider
+	// searchCache counts the catalog search cache's hits and misses across
+	// every generation of the embedded index this process opens.
+	searchCache *blevestore.SearchCacheMetrics
 
 	pool  *pgxpool.Pool
 	store *postgres.Store
@@ -88,6 +92,10 @@ func NewMain(ctx context.Context, cfg *Config, comp Components, logger *slog.Log
 	m := &Main{cfg: cfg, comp: comp, logger: logger, registry: prometheus.NewRegistry(),
 		tracer: sdktrace.NewTracerProvider(), checks: map[string]func(context.Context) error{}}
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var err error
+	if m.searchCache, err = blevestore.NewSearchCacheMetrics(m.registry); err != nil {
+		return nil, err
+	}
 	if err := m.open(ctx); err != nil {
 		m.Close()
 		return nil, err

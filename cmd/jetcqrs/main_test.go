@@ -201,7 +201,30 @@ func TestServeAnswersAndShutsDownGracefully(t *testing.T) {
 			t.Fatalf("%s = %d", path, resp.StatusCode)
 		}
 	}
-	resp, err := http.Post(base+"/v1/orders", "application/json", strings.NewReader(`{}`))
+	// The same search twice with no index batch between: the second is
+	// answered from the search cache, and /metrics counts it.
+	for range 2 {
+		resp, err := http.Get(base + "/v1/products?q=mug")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("search = %d", resp.StatusCode)
+		}
+	}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"jetcqrs_catalog_search_cache_hits_total 1", "jetcqrs_catalog_search_cache_misses_total 1"} {
+		if !strings.Contains(string(metrics), want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	resp, err = http.Post(base+"/v1/orders", "application/json", strings.NewReader(`{}`))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -163,7 +163,7 @@ func (m *Main) openReadModel(ctx context.Context, name string, gen int, fresh bo
 				return nil, fmt.Errorf("catalog index: %w", err)
 			}
 		}
-		s, err := blevestore.Open(dir)
+		s, err := blevestore.Open(dir, blevestore.WithSearchCache(blevestore.DefaultSearchCacheEntries, m.searchCache))
 		if err != nil {
 			return nil, fmt.Errorf("catalog index: %w", err)
 		}
