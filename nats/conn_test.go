@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -83,6 +84,16 @@ func TestConnectWaitsForServerToStart(t *testing.T) {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	dir := t.TempDir()
+	// The password exists before the server does, as when a process
+	// restarts against a broker that is itself restarting.
+	password, err := loadOrCreatePassword(filepath.Join(dir, "password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := Credentials{User: EmbeddedUser, Password: password}.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
 	started := make(chan *Server, 1)
 	go func() {
 		time.Sleep(300 * time.Millisecond)
@@ -100,7 +111,7 @@ func TestConnectWaitsForServerToStart(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	nc, err := Connect(ctx, "nats://"+net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t.Name(), logger)
+	nc, err := Connect(ctx, "nats://"+net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t.Name(), logger, auth...)
 	if err != nil {
 		t.Fatalf("Connect while the server starts: %v", err)
 	}
