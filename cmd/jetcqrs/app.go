@@ -188,7 +188,7 @@ func (m *Main) open(ctx context.Context) error {
 			})
 		}
 	}
-	httpx.Health(r, m.checks)
+	httpx.Health(r, m.checks, m.logger)
 	r.Handle("/metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
 
 	m.server = &http.Server{

@@ -209,7 +209,7 @@ func NewRouter(t testing.TB, d Deps) http.Handler {
 	r.NotFound(httpx.NotFound)
 	r.MethodNotAllowed(httpx.MethodNotAllowed)
 	commandapi.New(d.Commands, d.Verifier, d.Tracer, d.Logger, d.Config).Mount(r)
-	httpx.Health(r, map[string]func(context.Context) error{"postgres": d.Ping})
+	httpx.Health(r, map[string]func(context.Context) error{"postgres": d.Ping}, d.Logger)
 	r.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
 	return r
 }
