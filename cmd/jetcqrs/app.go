@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"golang.org/x/sync/errgroup"
@@ -79,6 +78,7 @@ type Main struct {
 	checks   map[string]func(context.Context) error
 	server   *http.Server
 	listener net.Listener
+	metrics  *metricsEndpoint // nil while /metrics is on the API listener
 }
 
 // NewMain opens what comp needs and builds the HTTP server. On error
@@ -189,7 +189,9 @@ func (m *Main) open(ctx context.Context) error {
 		}
 	}
 	httpx.Health(r, m.checks, m.logger)
-	r.Handle("/metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
+	if err := m.openMetrics(r); err != nil {
+		return err
+	}
 
 	m.server = &http.Server{
 		Handler:           r,
@@ -258,6 +260,9 @@ func (m *Main) Run(ctx context.Context) error {
 		defer cancel()
 		return m.server.Shutdown(sctx)
 	})
+	if m.metrics != nil {
+		g.Go(func() error { return m.metrics.Run(ctx, m.cfg.ShutdownGrace) })
+	}
 	if m.store != nil {
 		g.Go(func() error { return m.pruneIdempotencyKeys(ctx) })
 	}
@@ -308,6 +313,9 @@ func (m *Main) pruneIdempotencyKeys(ctx context.Context) error {
 func (m *Main) Close() {
 	if m.listener != nil {
 		_ = m.listener.Close()
+	}
+	if m.metrics != nil {
+		m.metrics.Close()
 	}
 	if m.relayNC != nil {
 		_ = m.relayNC.Drain()

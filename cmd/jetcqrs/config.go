@@ -47,6 +47,8 @@ type Config struct {
 	// NATSCreds … NATSKey authenticate to an external server (NATS_URL).
 	NATSCreds, NATSNKey, NATSUser, NATSPassword, NATSToken string
 	NATSCA, NATSCert, NATSKey                              string
+	// MetricsAddr, when set, serves /metrics there instead of on HTTPAddr.
+	MetricsAddr string
 }
 
 // envNames maps each flag to its environment variable; every flag has one.
@@ -65,6 +67,7 @@ var envNames = map[string]string{
 	"nats-ca":           "NATS_CA",
 	"nats-cert":         "NATS_CERT",
 	"nats-key":          "NATS_KEY",
+	"metrics-addr":      "METRICS_ADDR",
 	"data-dir":          "DATA_DIR",
 	"jwt-secret":        "JWT_SECRET",
 	"http-addr":         "HTTP_ADDR",
@@ -92,6 +95,7 @@ func (c *Config) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", "data", "directory for the embedded NATS store, the search index and the generated JWT secret")
 	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret (≥ 32 bytes); empty uses DATA_DIR/jwt-secret, generated on first use")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "listen address of /metrics alone; empty serves it on http-addr")
 	fs.DurationVar(&c.CommandTimeout, "command-timeout", 10*time.Second, "time limit of one command")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 15*time.Second, "time allowed to drain on SIGINT/SIGTERM")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -156,6 +160,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: http-addr ($HTTP_ADDR) must be host:port, got %q", c.HTTPAddr)
 	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 		return fmt.Errorf("config: http-addr ($HTTP_ADDR) has a bad port %q", port)
+	}
+	if err := validateMetricsAddr(c.MetricsAddr, c.HTTPAddr); err != nil {
+		return err
 	}
 	if c.CommandTimeout <= 0 {
 		return fmt.Errorf("config: command-timeout ($COMMAND_TIMEOUT) must be positive, got %s", c.CommandTimeout)
