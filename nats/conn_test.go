@@ -86,7 +86,8 @@ func TestConnectWaitsForServerToStart(t *testing.T) {
 	dir := t.TempDir()
 	// The password exists before the server does, as when a process
 	// restarts against a broker that is itself restarting.
-	password, err := loadOrCreatePassword(filepath.Join(dir, "password"))
+	pwFile := filepath.Join(dir, "password")
+	password, err := loadOrCreatePassword(pwFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestConnectWaitsForServerToStart(t *testing.T) {
 	started := make(chan *Server, 1)
 	go func() {
 		time.Sleep(300 * time.Millisecond)
-		srv, err := StartEmbedded(ServerConfig{Port: port, StoreDir: dir}, logger)
+		srv, err := StartEmbedded(ServerConfig{Port: port, StoreDir: dir, PasswordFile: pwFile}, logger)
 		if err != nil {
 			t.Errorf("StartEmbedded: %v", err)
 		}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,10 +42,12 @@ type ServerConfig struct {
 	// StoreDir is the directory JetStream keeps its file storage in.
 	// Required; the data survives restarts of the server.
 	StoreDir string
-	// PasswordFile keeps the password of EmbeddedUser, the one user the
-	// server admits: without it no local process can publish events or
-	// edit the read-model generations. Created with a random password
-	// (mode 0600) when missing. Default StoreDir/password.
+	// PasswordFile keeps the password of EmbeddedUser, which the server
+	// then admits alone: a local process without it can neither publish
+	// events nor edit the read-model generations. Created with a random
+	// password (mode 0600) when missing. Empty admits every client, for
+	// tests that reach the server by its port alone; the jetcqrs binary
+	// always sets it.
 	PasswordFile string
 	// Name is the server name, stable across restarts. Default "jetcqrs".
 	Name string
@@ -70,9 +71,6 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	}
 	if c.ReadyTimeout == 0 {
 		c.ReadyTimeout = DefaultReadyTimeout
-	}
-	if c.PasswordFile == "" && c.StoreDir != "" {
-		c.PasswordFile = filepath.Join(c.StoreDir, "password")
 	}
 	return c
 }
@@ -116,22 +114,28 @@ type Server struct {
 
 // StartEmbedded starts nats-server in-process with JetStream on file storage
 // in cfg.StoreDir and waits, up to cfg.ReadyTimeout, until it accepts client
-// connections. It admits EmbeddedUser with the password of cfg.PasswordFile
-// only. Server logs go to logger. On error nothing is left running.
+// connections. With cfg.PasswordFile it admits EmbeddedUser with that
+// password only. Server logs go to logger. On error nothing is left running.
 func StartEmbedded(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	password, err := loadOrCreatePassword(cfg.PasswordFile)
-	if err != nil {
-		return nil, err
-	}
-	// The server keeps a bcrypt hash rather than the password. The lowest
-	// cost is enough for 256 random bits, and keeps each CONNECT cheap.
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
-	if err != nil {
-		return nil, fmt.Errorf("nats: hash the password: %w", err)
+	var users []*natsserver.User
+	var password string
+	if cfg.PasswordFile != "" {
+		var err error
+		if password, err = loadOrCreatePassword(cfg.PasswordFile); err != nil {
+			return nil, err
+		}
+		// The server keeps a bcrypt hash rather than the password. The
+		// lowest cost is enough for 256 random bits, and keeps each CONNECT
+		// cheap.
+		hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+		if err != nil {
+			return nil, fmt.Errorf("nats: hash the password: %w", err)
+		}
+		users = []*natsserver.User{{Username: EmbeddedUser, Password: string(hash)}}
 	}
 
 	opts := &natsserver.Options{
@@ -144,9 +148,9 @@ func StartEmbedded(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 		NoSigs:                 true, // signals belong to the binary, not the library
 		DisableJetStreamBanner: true,
 		// The JetStream API, the KV buckets and events.> are all in the
-		// global account this user belongs to; an unauthenticated client is
-		// refused at CONNECT.
-		Users: []*natsserver.User{{Username: EmbeddedUser, Password: string(hash)}},
+		// global account this user belongs to; with a user configured, an
+		// unauthenticated client is refused at CONNECT.
+		Users: users,
 	}
 	ns, err := natsserver.NewServer(opts)
 	if err != nil {
@@ -180,21 +184,29 @@ func StartEmbedded(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 		return fail("JetStream did not start")
 	}
 	logger.Info("embedded nats-server ready", "url", ns.ClientURL(), "store_dir", cfg.StoreDir,
-		"user", EmbeddedUser, "password_file", cfg.PasswordFile, "version", natsserver.VERSION)
+		"password_file", cfg.PasswordFile, "version", natsserver.VERSION)
 	return &Server{ns: ns, password: password}, nil
 }
 
 // ClientURL is the URL clients connect to, with the actual port when
-// RandomPort was asked for and the credentials as its user information
-// (nats://jetcqrs:PASSWORD@host:port): it is a secret, log it redacted.
+// RandomPort was asked for and, with a PasswordFile, the credentials as its
+// user information (nats://jetcqrs:PASSWORD@host:port): a secret, to be
+// logged redacted.
 func (s *Server) ClientURL() string {
+	if s.password == "" {
+		return s.ns.ClientURL()
+	}
 	// The password is hex, so it needs no escaping in the URL.
 	return "nats://" + EmbeddedUser + ":" + s.password + "@" + strings.TrimPrefix(s.ns.ClientURL(), "nats://")
 }
 
 // Credentials are the user and password the server admits, for clients
-// (and the nats CLI: --user, --password) that take them apart from the URL.
+// (and the nats CLI: --user, --password) that take them apart from the URL;
+// zero without a PasswordFile.
 func (s *Server) Credentials() Credentials {
+	if s.password == "" {
+		return Credentials{}
+	}
 	return Credentials{User: EmbeddedUser, Password: s.password}
 }
 
