@@ -43,7 +43,9 @@ const (
 //
 // The initial connection is retried while the server refuses connections,
 // until ctx ends; other errors (bad URL, authentication) return at once.
-func Connect(ctx context.Context, url, name string, logger *slog.Logger) (*natsgo.Conn, error) {
+// extra are added to the options above: Credentials.Options for a server
+// that wants credentials besides those a URL can carry.
+func Connect(ctx context.Context, url, name string, logger *slog.Logger, extra ...natsgo.Option) (*natsgo.Conn, error) {
 	logger = logger.With("component", "nats", "client", name)
 	opts := []natsgo.Option{
 		natsgo.Name(name),
@@ -80,6 +82,7 @@ func Connect(ctx context.Context, url, name string, logger *slog.Logger) (*natsg
 			logger.Error("nats async error", "err", err)
 		}),
 	}
+	opts = append(opts, extra...)
 
 	for attempt := 1; ; attempt++ {
 		timeout := connectAttemptMax

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -83,10 +84,21 @@ func TestConnectWaitsForServerToStart(t *testing.T) {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	dir := t.TempDir()
+	// The password exists before the server does, as when a process
+	// restarts against a broker that is itself restarting.
+	pwFile := filepath.Join(dir, "password")
+	password, err := loadOrCreatePassword(pwFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := Credentials{User: EmbeddedUser, Password: password}.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
 	started := make(chan *Server, 1)
 	go func() {
 		time.Sleep(300 * time.Millisecond)
-		srv, err := StartEmbedded(ServerConfig{Port: port, StoreDir: dir}, logger)
+		srv, err := StartEmbedded(ServerConfig{Port: port, StoreDir: dir, PasswordFile: pwFile}, logger)
 		if err != nil {
 			t.Errorf("StartEmbedded: %v", err)
 		}
@@ -100,7 +112,7 @@ func TestConnectWaitsForServerToStart(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	nc, err := Connect(ctx, "nats://"+net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t.Name(), logger)
+	nc, err := Connect(ctx, "nats://"+net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t.Name(), logger, auth...)
 	if err != nil {
 		t.Fatalf("Connect while the server starts: %v", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,9 +27,11 @@ func startServer(t testing.TB, logger *slog.Logger) *Server {
 	return startServerAt(t, logger, RandomPort, t.TempDir())
 }
 
+// startServerAt keeps the password file in dir, so a server restarted on
+// dir admits the clients of the previous one.
 func startServerAt(t testing.TB, logger *slog.Logger, port int, dir string) *Server {
 	t.Helper()
-	srv, err := StartEmbedded(ServerConfig{Port: port, StoreDir: dir}, logger)
+	srv, err := StartEmbedded(ServerConfig{Port: port, StoreDir: dir, PasswordFile: filepath.Join(dir, "password")}, logger)
 	if err != nil {
 		t.Fatalf("StartEmbedded: %v", err)
 	}

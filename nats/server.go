@@ -12,6 +12,7 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Defaults for ServerConfig.
@@ -41,6 +42,13 @@ type ServerConfig struct {
 	// StoreDir is the directory JetStream keeps its file storage in.
 	// Required; the data survives restarts of the server.
 	StoreDir string
+	// PasswordFile keeps the password of EmbeddedUser, which the server
+	// then admits alone: a local process without it can neither publish
+	// events nor edit the read-model generations. Created with a random
+	// password (mode 0600) when missing. Empty admits every client, for
+	// tests that reach the server by its port alone; the jetcqrs binary
+	// always sets it.
+	PasswordFile string
 	// Name is the server name, stable across restarts. Default "jetcqrs".
 	Name string
 	// MaxStore caps the disk JetStream may use, in bytes. 0 leaves the
@@ -100,17 +108,35 @@ func validHostname(h string) bool {
 
 // Server is a nats-server running in this process with JetStream enabled.
 type Server struct {
-	ns *natsserver.Server
+	ns       *natsserver.Server
+	password string
 }
 
 // StartEmbedded starts nats-server in-process with JetStream on file storage
 // in cfg.StoreDir and waits, up to cfg.ReadyTimeout, until it accepts client
-// connections. Server logs go to logger. On error nothing is left running.
+// connections. With cfg.PasswordFile it admits EmbeddedUser with that
+// password only. Server logs go to logger. On error nothing is left running.
 func StartEmbedded(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	var users []*natsserver.User
+	var password string
+	if cfg.PasswordFile != "" {
+		var err error
+		if password, err = loadOrCreatePassword(cfg.PasswordFile); err != nil {
+			return nil, err
+		}
+		// The server keeps a bcrypt hash rather than the password. The
+		// lowest cost is enough for 256 random bits, and keeps each CONNECT
+		// cheap.
+		hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+		if err != nil {
+			return nil, fmt.Errorf("nats: hash the password: %w", err)
+		}
+		users = []*natsserver.User{{Username: EmbeddedUser, Password: string(hash)}}
+	}
 
 	opts := &natsserver.Options{
 		ServerName:             cfg.Name,
@@ -121,6 +147,10 @@ func StartEmbedded(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 		JetStreamMaxStore:      cfg.MaxStore,
 		NoSigs:                 true, // signals belong to the binary, not the library
 		DisableJetStreamBanner: true,
+		// The JetStream API, the KV buckets and events.> are all in the
+		// global account this user belongs to; with a user configured, an
+		// unauthenticated client is refused at CONNECT.
+		Users: users,
 	}
 	ns, err := natsserver.NewServer(opts)
 	if err != nil {
@@ -154,13 +184,31 @@ func StartEmbedded(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 		return fail("JetStream did not start")
 	}
 	logger.Info("embedded nats-server ready", "url", ns.ClientURL(), "store_dir", cfg.StoreDir,
-		"version", natsserver.VERSION)
-	return &Server{ns: ns}, nil
+		"password_file", cfg.PasswordFile, "version", natsserver.VERSION)
+	return &Server{ns: ns, password: password}, nil
 }
 
-// ClientURL is the URL clients (and the nats CLI) connect to, with the
-// actual port when RandomPort was asked for.
-func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+// ClientURL is the URL clients connect to, with the actual port when
+// RandomPort was asked for and, with a PasswordFile, the credentials as its
+// user information (nats://jetcqrs:PASSWORD@host:port): a secret, to be
+// logged redacted.
+func (s *Server) ClientURL() string {
+	if s.password == "" {
+		return s.ns.ClientURL()
+	}
+	// The password is hex, so it needs no escaping in the URL.
+	return "nats://" + EmbeddedUser + ":" + s.password + "@" + strings.TrimPrefix(s.ns.ClientURL(), "nats://")
+}
+
+// Credentials are the user and password the server admits, for clients
+// (and the nats CLI: --user, --password) that take them apart from the URL;
+// zero without a PasswordFile.
+func (s *Server) Credentials() Credentials {
+	if s.password == "" {
+		return Credentials{}
+	}
+	return Credentials{User: EmbeddedUser, Password: s.password}
+}
 
 // Shutdown stops the server, disconnecting its clients, and returns once
 // shutdown is complete and the store is closed. Safe to call more than once.

@@ -215,12 +215,12 @@ func TestCDCCommitOrder(t *testing.T) {
 		t.Errorf("Status %+v", st)
 	}
 	metrics := gather(t, reg)
-	if metrics["relay_events_published_total"] < float64(total) || metrics["relay_commit_to_ack_seconds_count"] < float64(total) ||
-		metrics["relay_leader"] != 1 {
+	if metrics["jetcqrs_relay_events_published_total"] < float64(total) || metrics["jetcqrs_relay_commit_to_ack_seconds_count"] < float64(total) ||
+		metrics["jetcqrs_relay_leader"] != 1 {
 		t.Errorf("metrics %v", metrics)
 	}
-	if _, ok := metrics["relay_slot_lag_bytes"]; !ok {
-		t.Error("relay_slot_lag_bytes is not exposed")
+	if _, ok := metrics["jetcqrs_relay_slot_lag_bytes"]; !ok {
+		t.Error("jetcqrs_relay_slot_lag_bytes is not exposed")
 	}
 	// The slot is confirmed up to the last commit once its acks are in.
 	var current string

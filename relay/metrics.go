@@ -16,21 +16,21 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		slotLag: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "relay_slot_lag_bytes",
+			Name: "jetcqrs_relay_slot_lag_bytes",
 			Help: "Bytes of WAL between the server's current position and the replication slot's confirmed position (CDC).",
 		}),
 		published: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "relay_events_published_total",
+			Name: "jetcqrs_relay_events_published_total",
 			Help: "Events the stream acknowledged, re-sends after a restart included.",
 		}),
 		commitToAck: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "relay_commit_to_ack_seconds",
+			Name: "jetcqrs_relay_commit_to_ack_seconds",
 			Help: "Time from an event's commit (poll mode: its occurred_at) to the stream's acknowledgement.",
 			// 1ms to about 65s.
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 17),
 		}),
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "relay_leader",
+			Name: "jetcqrs_relay_leader",
 			Help: "1 while this relay holds the leader lock and relays, 0 on a standby.",
 		}),
 	}

@@ -304,7 +304,7 @@ func lockHolder(ctx context.Context, conn *pgx.Conn, key int64) string {
 }
 
 // sampleSlot keeps the slot's confirmed position and lag fresh, on standbys
-// too, for Status and relay_slot_lag_bytes.
+// too, for Status and jetcqrs_relay_slot_lag_bytes.
 func (r *Relay) sampleSlot(ctx context.Context, pool *pgxpool.Pool) {
 	tick := time.NewTicker(r.cfg.StatusInterval)
 	defer tick.Stop()

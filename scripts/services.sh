@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # services.sh makes this machine ready to run, test and benchmark jetcqrs;
-# `services.sh tests` also gets what only the tests use (chdb, compose):
+# `services.sh tests` also gets what only the tests use (chdb, compose, promtool):
 #
 #   postgres    reachable, wal_level=logical, max_replication_slots and
 #               max_wal_senders >= 32 (restarted once, only when a setting
@@ -15,6 +15,8 @@
 #               /usr/local/lib/libchdb.so, where chdb-go looks for it
 #   compose     docker-compose (Debian's), which the tests validate
 #               docker-compose.yml with
+#   promtool    Debian's prometheus package (without its recommends), whose
+#               promtool the tests lint the /metrics output with
 #
 # It is idempotent: when everything is ready it only checks, in about a second.
 # Anything it cannot fix (no root, no apt-get, a remote server) is reported with
@@ -393,12 +395,21 @@ ensure_compose() {
 	say compose "ok: $(docker-compose version --short 2>/dev/null)"
 }
 
+ensure_promtool() {
+	ensure_command promtool --no-install-recommends prometheus || {
+		say promtool "FAILED (see below)"
+		return
+	}
+	say promtool "ok: $(promtool --version 2>&1 | head -n 1)"
+}
+
 ensure_postgres
 ensure_redis
 ensure_clickhouse
 if [[ ${1:-} == tests ]]; then
 	ensure_chdb
 	ensure_compose
+	ensure_promtool
 fi
 
 if ((${#problems[@]} > 0)); then

@@ -84,6 +84,7 @@ type Main struct {
 	checks   map[string]func(context.Context) error
 	server   *http.Server
 	listener net.Listener
+	metrics  *metricsEndpoint // nil while /metrics is on the API listener
 }
 
 // NewMain opens what comp needs and builds the HTTP server. On error
@@ -184,8 +185,12 @@ func (m *Main) open(ctx context.Context) error {
 			})
 		}
 	}
-	r, err := httpx.NewRouter(httpx.RouterConfig{Logger: m.logger, Registry: m.registry, Checks: m.checks}, mounts...)
+	r, err := httpx.NewRouter(httpx.RouterConfig{Logger: m.logger, Registry: m.registry, Checks: m.checks,
+		MetricsElsewhere: m.cfg.MetricsAddr != ""}, mounts...)
 	if err != nil {
+		return err
+	}
+	if err := m.openMetrics(); err != nil {
 		return err
 	}
 
@@ -256,6 +261,9 @@ func (m *Main) Run(ctx context.Context) error {
 		defer cancel()
 		return m.server.Shutdown(sctx)
 	})
+	if m.metrics != nil {
+		g.Go(func() error { return m.metrics.Run(ctx, m.cfg.ShutdownGrace) })
+	}
 	if m.store != nil {
 		g.Go(func() error { return m.pruneIdempotencyKeys(ctx) })
 	}
@@ -301,6 +309,9 @@ func (m *Main) pruneIdempotencyKeys(ctx context.Context) error {
 func (m *Main) Close() {
 	if m.listener != nil {
 		_ = m.listener.Close()
+	}
+	if m.metrics != nil {
+		m.metrics.Close()
 	}
 	if m.relayNC != nil {
 		_ = m.relayNC.Drain()

@@ -16,20 +16,20 @@ import (
 
 // openBroker starts the embedded nats-server unless NATS_URL names an
 // external one (which must be ≥ 2.11), connects, and provisions the EVENTS
-// and DLQ streams.
+// and DLQ streams. The embedded server admits only the user whose password
+// it keeps in DATA_DIR/nats-password.
 func (m *Main) openBroker(ctx context.Context, name string) error {
 	url := m.cfg.NATSURL
 	if url == "" {
-		srv, err := jnats.StartEmbedded(jnats.ServerConfig{Port: m.cfg.NATSPort, StoreDir: filepath.Join(m.cfg.DataDir, "nats")},
-			m.logger)
+		srv, err := jnats.StartEmbedded(jnats.ServerConfig{Port: m.cfg.NATSPort, StoreDir: filepath.Join(m.cfg.DataDir, "nats"),
+			PasswordFile: m.cfg.natsPasswordFile()}, m.logger)
 		if err != nil {
 			return fmt.Errorf("embedded NATS: %w (set NATS_PORT to another port, or NATS_URL to use an external server)", err)
 		}
 		m.natsServer = srv
-		url = srv.ClientURL()
-		m.logger.Info("embedded NATS listening", "url", url, "store", filepath.Join(m.cfg.DataDir, "nats"))
+		url = srv.ClientURL() // carries the credentials: never logged
 	}
-	nc, err := jnats.Connect(ctx, url, name, m.logger)
+	nc, err := m.connectNATS(ctx, url, name)
 	if err != nil {
 		return err
 	}
@@ -70,7 +70,7 @@ func (m *Main) openRelay(ctx context.Context) error {
 		}
 		m.checks["postgres"] = m.pool.Ping
 	}
-	relayNC, err := jnats.Connect(ctx, m.natsURL, "jetcqrs-relay", m.logger)
+	relayNC, err := m.connectNATS(ctx, m.natsURL, "jetcqrs-relay")
 	if err != nil {
 		return err
 	}

@@ -43,6 +43,12 @@ type Config struct {
 	ClickHouseURL    string
 	ElasticsearchURL string
 	ConsistencyWait  time.Duration
+
+	// NATSCreds … NATSKey authenticate to an external server (NATS_URL).
+	NATSCreds, NATSNKey, NATSUser, NATSPassword, NATSToken string
+	NATSCA, NATSCert, NATSKey                              string
+	// MetricsAddr, when set, serves /metrics there instead of on HTTPAddr.
+	MetricsAddr string
 }
 
 // envNames maps each flag to its environment variable; every flag has one.
@@ -53,6 +59,15 @@ var envNames = map[string]string{
 	"redis-prefix":      "REDIS_PREFIX",
 	"nats-url":          "NATS_URL",
 	"nats-port":         "NATS_PORT",
+	"nats-creds":        "NATS_CREDS",
+	"nats-nkey":         "NATS_NKEY",
+	"nats-user":         "NATS_USER",
+	"nats-password":     "NATS_PASSWORD",
+	"nats-token":        "NATS_TOKEN",
+	"nats-ca":           "NATS_CA",
+	"nats-cert":         "NATS_CERT",
+	"nats-key":          "NATS_KEY",
+	"metrics-addr":      "METRICS_ADDR",
 	"data-dir":          "DATA_DIR",
 	"jwt-secret":        "JWT_SECRET",
 	"http-addr":         "HTTP_ADDR",
@@ -76,9 +91,11 @@ func (c *Config) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", "jetcqrs:", "prefix of every read-model key in Redis")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS server (≥ 2.11); empty runs an embedded one")
 	fs.IntVar(&c.NATSPort, "nats-port", 4223, "port of the embedded NATS server (loopback)")
+	c.bindNATSCredentials(fs)
 	fs.StringVar(&c.DataDir, "data-dir", "data", "directory for the embedded NATS store, the search index and the generated JWT secret")
 	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret (≥ 32 bytes); empty uses DATA_DIR/jwt-secret, generated on first use")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "listen address of /metrics alone; empty serves it on http-addr")
 	fs.DurationVar(&c.CommandTimeout, "command-timeout", 10*time.Second, "time limit of one command")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 15*time.Second, "time allowed to drain on SIGINT/SIGTERM")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -130,6 +147,9 @@ func (c *Config) Validate() error {
 	if c.NATSPort < -1 || c.NATSPort > 65535 {
 		return fmt.Errorf("config: nats-port ($NATS_PORT) must be a port number, got %d", c.NATSPort)
 	}
+	if err := c.natsCredentials().Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 	if c.DataDir == "" {
 		return errors.New("config: data-dir ($DATA_DIR) must not be empty")
 	}
@@ -140,6 +160,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: http-addr ($HTTP_ADDR) must be host:port, got %q", c.HTTPAddr)
 	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 		return fmt.Errorf("config: http-addr ($HTTP_ADDR) has a bad port %q", port)
+	}
+	if err := validateMetricsAddr(c.MetricsAddr, c.HTTPAddr); err != nil {
+		return err
 	}
 	if c.CommandTimeout <= 0 {
 		return fmt.Errorf("config: command-timeout ($COMMAND_TIMEOUT) must be positive, got %s", c.CommandTimeout)

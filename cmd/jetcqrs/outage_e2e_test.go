@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jetcqrs/jetcqrs/domain"
+	"github.com/jetcqrs/jetcqrs/internal/httpx"
 	"github.com/jetcqrs/jetcqrs/internal/testenv"
 	jnats "github.com/jetcqrs/jetcqrs/nats"
 	"github.com/jetcqrs/jetcqrs/projections"
@@ -214,8 +215,8 @@ const misconf = "MISCONF Redis is configured to save RDB snapshots, but it's cur
 // TestRedisRefusingWritesAcrossProjectorRestartsDeadLettersNothing puts the
 // read models' Redis behind a stand-in that answers MISCONF to every write,
 // as a Redis that cannot persist does, while orders are placed: the
-// projector reports the outage in /readyz and in its store-error metric under
-// the reply. The projector is then restarted eleven times while Redis still
+// projector reports the outage in /readyz (its projections check failing)
+// and in its store-error metric under the reply. The projector is then restarted eleven times while Redis still
 // refuses, so every event in hand is delivered again and again, far past
 // MaxDeliver; once Redis writes again, every event is applied and none is
 // dead-lettered.
@@ -249,7 +250,7 @@ func TestRedisRefusingWritesAcrossProjectorRestartsDeadLettersNothing(t *testing
 		if err := json.Unmarshal(raw, &ready); err != nil {
 			t.Fatalf("/readyz: %v: %s", err, raw)
 		}
-		if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(ready.Checks["projections"], "MISCONF") {
+		if resp.StatusCode == http.StatusServiceUnavailable && ready.Checks["projections"] == httpx.CheckFailing {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -128,8 +128,18 @@ func Recover(logger *slog.Logger) func(http.Handler) http.Handler {
 	}
 }
 
-// Health serves /healthz (process alive) and /readyz (every check passes).
-func Health(r chi.Router, checks map[string]func(context.Context) error) {
+// Check states /readyz reports; the reason of a failure is logged, not
+// served, so an unauthenticated endpoint does not show addresses, versions
+// or store replies to whoever asks.
+const (
+	CheckOK      = "ok"
+	CheckFailing = "failing"
+)
+
+// Health serves /healthz (process alive) and /readyz (every check passes):
+// each check's name and state, CheckOK or CheckFailing, with a failing
+// check's error logged through logger.
+func Health(r chi.Router, checks map[string]func(context.Context) error, logger *slog.Logger) {
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -140,10 +150,11 @@ func Health(r chi.Router, checks map[string]func(context.Context) error) {
 		ok := true
 		for name, check := range checks {
 			if err := check(ctx); err != nil {
-				out[name] = err.Error()
+				logger.WarnContext(req.Context(), "readiness check failing", "check", name, "err", err)
+				out[name] = CheckFailing
 				ok = false
 			} else {
-				out[name] = "ok"
+				out[name] = CheckOK
 			}
 		}
 		status := http.StatusOK

@@ -15,6 +15,9 @@ type RouterConfig struct {
 	// Registry receives the request metrics and is served on /metrics; nil
 	// keeps the metrics middleware and serves no /metrics.
 	Registry *prometheus.Registry
+	// MetricsElsewhere keeps /metrics off this router: the process serves
+	// the registry on a listener of its own.
+	MetricsElsewhere bool
 	// Checks are the dependencies /readyz checks.
 	Checks map[string]func(context.Context) error
 }
@@ -40,8 +43,8 @@ func NewRouter(cfg RouterConfig, mounts ...func(chi.Router)) (chi.Router, error)
 	for _, mount := range mounts {
 		mount(r)
 	}
-	Health(r, cfg.Checks)
-	if cfg.Registry != nil {
+	Health(r, cfg.Checks, cfg.Logger)
+	if cfg.Registry != nil && !cfg.MetricsElsewhere {
 		r.Handle("/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 	}
 	return r, nil

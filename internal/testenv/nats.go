@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -14,7 +15,8 @@ import (
 )
 
 // JetStream is an embedded nats-server with the EVENTS and DLQ streams, for
-// one test: its own random port and store directory, shut down at cleanup.
+// one test: its own random port, store directory and password, shut down at
+// cleanup.
 type JetStream struct {
 	Server *jnats.Server
 	Conn   *natsgo.Conn
@@ -27,7 +29,10 @@ type JetStream struct {
 func NATS(t testing.TB, partitions int) *JetStream {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := jnats.StartEmbedded(jnats.ServerConfig{Port: jnats.RandomPort, StoreDir: t.TempDir()}, logger)
+	// With a password, as the binary runs it: the Conn and ClientURL carry it.
+	dir := t.TempDir()
+	srv, err := jnats.StartEmbedded(jnats.ServerConfig{Port: jnats.RandomPort, StoreDir: dir,
+		PasswordFile: filepath.Join(dir, "password")}, logger)
 	if err != nil {
 		t.Fatalf("start embedded nats-server: %v", err)
 	}
