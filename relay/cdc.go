@@ -54,6 +54,21 @@ var errSlotActive = errors.New("relay: replication slot is active")
 // stream runs one replication session: a reader decoding the WAL into
 // committed transactions and a publisher goroutine publishing them.
 func (r *Relay) stream(t *term, pool *pgxpool.Pool) error {
+	// Whatever ended the previous session (a failed mark, say), the ledger
+	// is brought up to the stream before anything is sent.
+	last, err := r.reconcile(t.stop, pool)
+	if err != nil {
+		return err
+	}
+	r.streamLast = last
+	snapshot, err := r.prepareSlot(t.stop, pool)
+	if err != nil {
+		return err
+	}
+	if err := r.backfill(t, pool, snapshot); err != nil {
+		return err
+	}
+
 	cfg, err := r.replicationConfig()
 	if err != nil {
 		return permanent(err)
@@ -120,7 +135,7 @@ func (r *Relay) stream(t *term, pool *pgxpool.Pool) error {
 	defer cancelPipeHard()
 	go func() {
 		defer close(s.pubDone)
-		s.pubErr = r.publishCommitted(pipeStop, pipeHard, s.queue)
+		s.pubErr = r.publishCommitted(pipeStop, pipeHard, s.queue, pgLedger{db: pool})
 	}()
 
 	readErr := s.read(t.stop)
@@ -436,7 +451,7 @@ func (s *cdcStream) commit(ctx context.Context, events []Event, end LSN, at time
 // batches of up to BatchSize events that may span transactions or split a
 // large one. A transaction's end LSN becomes the confirmed position only
 // when its last event, and every event before it, is acknowledged.
-func (r *Relay) publishCommitted(stop, hard context.Context, q *commitQueue) error {
+func (r *Relay) publishCommitted(stop, hard context.Context, q *commitQueue, led ledger) error {
 	// pending are transactions taken from the queue and not yet fully
 	// acknowledged; the first off events of pending[0] are.
 	var pending []*committedTx
@@ -449,15 +464,26 @@ func (r *Relay) publishCommitted(stop, hard context.Context, q *commitQueue) err
 			off = 0
 		}
 	}
-	acked := func(events []Event) error {
-		for n := len(events); n > 0; {
+	advance := func(n int) {
+		for n > 0 {
 			k := min(n, len(pending[0].events)-off)
 			off += k
 			n -= k
 			settle()
 		}
+	}
+	acked := func(events []Event, firstSeq uint64) error {
+		// hard, not stop: acknowledged events are marked while draining too.
+		if err := led.markAcked(hard, events, firstSeq); err != nil {
+			return err
+		}
+		advance(len(events))
 		return nil
 	}
+	// The slot re-sends what followed its confirmed position; the stream
+	// may hold a prefix of it (acknowledged, not yet confirmed). Until the
+	// first event it does not hold, each batch is checked.
+	replaying := true
 	batch := make([]Event, 0, r.cfg.BatchSize)
 	for {
 		settle()
@@ -499,11 +525,47 @@ func (r *Relay) publishCommitted(stop, hard context.Context, q *commitQueue) err
 		if len(batch) == 0 {
 			continue // only empty transactions: settle confirms them
 		}
-		if err := r.publishAll(stop, hard, batch, acked); err != nil {
-			return err
+		send := batch
+		if replaying {
+			held, err := led.publishedPrefix(hard, batch)
+			if err != nil {
+				return err
+			}
+			if held > 0 {
+				r.metrics.skipped.Add(float64(held))
+				r.log.Info("relay: skipped events the slot sent again that the stream already holds", "events", held)
+				advance(held)
+			}
+			send = batch[held:]
+			replaying = len(send) == 0
+		}
+		if len(send) > 0 {
+			if err := r.publishAll(stop, hard, send, acked); err != nil {
+				return err
+			}
 		}
 		clear(batch)
 	}
+}
+
+// ledger records which events the stream holds (see ledger.go).
+type ledger interface {
+	// publishedPrefix returns how many of events, from the first, the
+	// stream holds.
+	publishedPrefix(ctx context.Context, events []Event) (int, error)
+	// markAcked records that the stream stored events at firstSeq, ….
+	markAcked(ctx context.Context, events []Event, firstSeq uint64) error
+}
+
+// pgLedger is the ledger in the outbox table.
+type pgLedger struct{ db execer }
+
+func (l pgLedger) publishedPrefix(ctx context.Context, events []Event) (int, error) {
+	return publishedPrefix(ctx, l.db, events)
+}
+
+func (l pgLedger) markAcked(ctx context.Context, events []Event, firstSeq uint64) error {
+	return markAcked(ctx, l.db, events, firstSeq)
 }
 
 // commitQueue hands committed transactions from the reader to the publisher

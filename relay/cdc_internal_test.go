@@ -147,15 +147,21 @@ func TestStreamAssemblyRejectsProtocolErrors(t *testing.T) {
 
 // scriptedPublisher acknowledges per a script of answers and then
 // everything; on every call it checks that the relay never confirmed past
-// the last transaction it had fully stored.
+// the last transaction it had fully stored, and that it appends right after
+// what the stream holds.
 type scriptedPublisher struct {
 	t      *testing.T
 	r      *Relay
 	txs    []*committedTx // every transaction the relay is given, in order
 	mu     sync.Mutex
-	script []int // acked count of the next calls; -1 acknowledges all
+	script []answer
 	stored []Event
 }
+
+// answer is one scripted PublishBatch outcome: acked events acknowledged,
+// and lost more stored whose acknowledgement is lost; acked -1 stores and
+// acknowledges all.
+type answer struct{ acked, lost int }
 
 // safe is the end of the last transaction whose events, and all before
 // them, are stored.
@@ -172,34 +178,83 @@ func (p *scriptedPublisher) safe() LSN {
 	return safe
 }
 
-func (p *scriptedPublisher) PublishBatch(_ context.Context, events []Event) (int, error) {
+func (p *scriptedPublisher) LastSequence(context.Context) (uint64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return uint64(len(p.stored)), nil
+}
+
+func (p *scriptedPublisher) EventIDs(_ context.Context, after, through uint64, fn func(uint64, string) error) error {
+	p.mu.Lock()
+	stored := slices.Clone(p.stored[after:min(through, uint64(len(p.stored)))])
+	p.mu.Unlock()
+	for i, e := range stored {
+		if err := fn(after+uint64(i)+1, e.ID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *scriptedPublisher) PublishBatch(_ context.Context, after uint64, events []Event) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, safe := LSN(p.r.confirmed.Load()), p.safe(); c > safe {
 		p.t.Errorf("confirmed %s before everything up to it was stored (safe %s)", c, safe)
 	}
-	n := len(events)
+	if after != uint64(len(p.stored)) {
+		p.t.Errorf("PublishBatch after sequence %d; the stream holds %d", after, len(p.stored))
+		return 0, errors.New("wrong last sequence")
+	}
+	n, stored := len(events), len(events)
 	var err error
 	if len(p.script) > 0 {
-		if p.script[0] >= 0 {
-			n, err = min(p.script[0], n), errors.New("nats: ack timeout")
+		if a := p.script[0]; a.acked >= 0 {
+			n, stored, err = min(a.acked, n), min(a.acked+a.lost, n), errors.New("nats: ack timeout")
 		}
 		p.script = p.script[1:]
 	}
-	p.stored = append(p.stored, events[:n]...)
+	p.stored = append(p.stored, events[:stored]...)
 	return n, err
 }
 
+// memLedger is the ledger in memory.
+type memLedger struct {
+	t      *testing.T
+	marked map[int64]uint64 // outbox seq -> stream seq
+}
+
+func (l *memLedger) publishedPrefix(_ context.Context, events []Event) (int, error) {
+	n := 0
+	for n < len(events) && l.marked[events[n].Seq] != 0 {
+		n++
+	}
+	return n, nil
+}
+
+func (l *memLedger) markAcked(_ context.Context, events []Event, firstSeq uint64) error {
+	for i, e := range events {
+		if l.marked[e.Seq] != 0 {
+			l.t.Errorf("event seq %d marked twice", e.Seq)
+		}
+		l.marked[e.Seq] = firstSeq + uint64(i)
+	}
+	return nil
+}
+
 // TestPublishCommittedConfirmsOnlyAcknowledged runs the publisher goroutine
-// over transactions larger than a batch, with partial acknowledgements and
-// failures, and checks order, completeness and the confirmed position.
+// over transactions larger than a batch, with partial acknowledgements,
+// failures and lost acknowledgements, after a restart whose slot re-sends
+// events the stream already holds, and checks order, completeness and the
+// confirmed position.
 func TestPublishCommittedConfirmsOnlyAcknowledged(t *testing.T) {
 	t.Parallel()
 	r := &Relay{cfg: Config{DatabaseURL: "postgres://x@127.0.0.1/x", BatchSize: 4, MaxPendingEvents: 8}.withDefaults()}
 	r.metrics, _ = newMetrics(nil)
 	r.log = r.cfg.Logger
-	pub := &scriptedPublisher{t: t, r: r, script: []int{-1, 2, 0, 3, -1, 1, -1}}
+	pub := &scriptedPublisher{t: t, r: r, script: []answer{{-1, 0}, {2, 0}, {0, 0}, {3, 1}, {-1, 0}, {1, 2}, {0, 3}, {-1, 0}}}
 	r.pub = pub
+	led := &memLedger{t: t, marked: map[int64]uint64{}}
 
 	q := newCommitQueue(r.cfg.MaxPendingEvents)
 	var want []int64
@@ -211,14 +266,26 @@ func TestPublishCommittedConfirmsOnlyAcknowledged(t *testing.T) {
 		for range n {
 			seq++
 			want = append(want, seq)
-			tx.events = append(tx.events, Event{Seq: seq, CommitLSN: tx.end})
+			tx.events = append(tx.events, Event{Seq: seq, ID: fmt.Sprintf("00000000-0000-0000-0000-%012d", seq), CommitLSN: tx.end})
 		}
 		txs = append(txs, tx)
 	}
+	// The stream already holds the first 3 events: acknowledged before a
+	// crash, not confirmed, so the slot sends them again.
+	const held = 3
+	for _, tx := range txs {
+		for _, e := range tx.events {
+			if e.Seq <= held {
+				pub.stored = append(pub.stored, e)
+				led.marked[e.Seq] = uint64(e.Seq)
+			}
+		}
+	}
+	r.streamLast = held
 	pub.txs = txs
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- r.publishCommitted(ctx, t.Context(), q) }()
+	go func() { done <- r.publishCommitted(ctx, t.Context(), q, led) }()
 	for _, tx := range txs {
 		for !q.tryPush(tx) {
 			<-q.notFull
@@ -243,8 +310,13 @@ func TestPublishCommittedConfirmsOnlyAcknowledged(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("stored seqs %v, want %v", got, want)
 	}
-	if n := r.published.Load(); n != uint64(len(want)) {
-		t.Errorf("published %d, want %d", n, len(want))
+	for i, s := range want {
+		if led.marked[s] != uint64(i+1) {
+			t.Errorf("event seq %d marked at stream sequence %d, want %d", s, led.marked[s], i+1)
+		}
+	}
+	if n := r.published.Load(); n != uint64(len(want)-held) {
+		t.Errorf("published %d, want %d", n, len(want)-held)
 	}
 }
 

@@ -33,17 +33,25 @@ type Event struct {
 	CommitTime time.Time
 }
 
-// Publisher is where the relay sends events.
+// Publisher is the event stream the relay appends to. The relay must be the
+// stream's only writer: it learns from the stream what it already appended.
 type Publisher interface {
-	// PublishBatch publishes events in order and returns how many of them,
-	// counted from the first, the stream has durably stored. It may return
-	// acked < len(events) only with a non-nil error; the relay then retries
-	// events[acked:] with backoff, so an implementation must keep events
-	// with the same ID idempotent (the stream's duplicate window). It
-	// returns when every event is acknowledged, one failed, or ctx ended.
-	// An event that can never be stored (it breaks the stream's envelope
-	// contract) is reported with an error matching ErrEventRejected.
-	PublishBatch(ctx context.Context, events []Event) (acked int, err error)
+	// LastSequence returns the sequence of the stream's last message, 0 for
+	// a stream that never held one.
+	LastSequence(ctx context.Context) (uint64, error)
+	// EventIDs calls fn in stream order with the sequence and event id of
+	// each message stored after sequence after, up to through.
+	EventIDs(ctx context.Context, after, through uint64, fn func(seq uint64, id string) error) error
+	// PublishBatch appends events in order, events[i] only as sequence
+	// after+i+1, and returns how many of them, counted from the first, the
+	// stream has acknowledged. It may return acked < len(events) only with
+	// a non-nil error; the stream then holds a prefix of events (perhaps
+	// longer than acked, after an unknown outcome) and never one of them
+	// after an event it refused. It returns when every event is
+	// acknowledged, one failed, or ctx ended. An event that can never be
+	// stored (it breaks the stream's envelope contract) is reported with an
+	// error matching ErrEventRejected.
+	PublishBatch(ctx context.Context, after uint64, events []Event) (acked int, err error)
 }
 
 // ErrEventRejected is what a Publisher's error matches when retrying cannot

@@ -24,6 +24,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetcqrs/jetcqrs/internal/relaypub"
 	"github.com/jetcqrs/jetcqrs/internal/testenv"
 	"github.com/jetcqrs/jetcqrs/internal/testlog"
 	"github.com/jetcqrs/jetcqrs/nats"
@@ -78,44 +79,18 @@ func runChild() int {
 	return 0
 }
 
-// natsPublisher adapts nats.Publisher to relay.Publisher, as cmd/ does.
-type natsPublisher struct{ p *nats.Publisher }
-
-func newNATSPublisher(nc *natsgo.Conn, logger *slog.Logger) (*natsPublisher, error) {
+// newNATSPublisher is the relay's publisher as cmd/ builds it.
+func newNATSPublisher(nc *natsgo.Conn, logger *slog.Logger) (relaypub.Publisher, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return nil, err
+		return relaypub.Publisher{}, err
 	}
 	p, err := nats.NewPublisher(js, nats.PublisherConfig{}, logger)
 	if err != nil {
-		return nil, err
+		return relaypub.Publisher{}, err
 	}
-	return &natsPublisher{p: p}, nil
+	return relaypub.New(p), nil
 }
-
-func (a *natsPublisher) PublishBatch(ctx context.Context, events []relay.Event) (int, error) {
-	out := make([]nats.Event, len(events))
-	for i, e := range events {
-		out[i] = nats.Event{
-			ID:               e.ID,
-			AggregateType:    e.AggregateType,
-			AggregateID:      e.AggregateID,
-			AggregateVersion: e.AggregateVersion,
-			EventType:        e.EventType,
-			SchemaVersion:    e.SchemaVersion,
-			OccurredAt:       e.OccurredAt,
-			TraceParent:      e.TraceParent,
-			Payload:          e.Payload,
-		}
-	}
-	n, err := a.p.PublishBatch(ctx, out)
-	if errors.Is(err, nats.ErrMalformedEvent) {
-		err = fmt.Errorf("%w: %w", relay.ErrEventRejected, err)
-	}
-	return n, err
-}
-
-var _ relay.Publisher = (*natsPublisher)(nil)
 
 func testConfig(dbURL, slot string, logger *slog.Logger) relay.Config {
 	return relay.Config{

@@ -370,11 +370,19 @@ type observedPublisher struct {
 	acked func(int)
 }
 
-func (p observedPublisher) PublishBatch(ctx context.Context, events []relay.Event) (int, error) {
+func (p observedPublisher) LastSequence(ctx context.Context) (uint64, error) {
+	return p.next.LastSequence(ctx)
+}
+
+func (p observedPublisher) EventIDs(ctx context.Context, after, through uint64, fn func(uint64, string) error) error {
+	return p.next.EventIDs(ctx, after, through, fn)
+}
+
+func (p observedPublisher) PublishBatch(ctx context.Context, after uint64, events []relay.Event) (int, error) {
 	if p.sent != nil {
 		p.sent(events)
 	}
-	n, err := p.next.PublishBatch(ctx, events)
+	n, err := p.next.PublishBatch(ctx, after, events)
 	if p.acked != nil && n > 0 {
 		p.acked(n)
 	}
