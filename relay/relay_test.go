@@ -120,9 +120,13 @@ type env struct {
 	natsPort  int
 	natsStore string
 	js        jetstream.JetStream
+	// clusterURL, when set, is the NATS cluster the test uses instead of
+	// the embedded single server.
+	clusterURL string
 }
 
-func newEnv(t testing.TB) *env {
+// newDatabaseEnv is env without NATS.
+func newDatabaseEnv(t testing.TB) *env {
 	t.Helper()
 	testenv.RequireLogicalWAL(t)
 	e := &env{t: t, dbURL: testenv.PostgresURL(t), slot: "jetcqrs_t_" + randomHex(), logger: testLogger(t)}
@@ -151,7 +155,13 @@ func newEnv(t testing.TB) *env {
 	}
 	t.Cleanup(pool.Close)
 	e.pool = pool
+	return e
+}
 
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	e := newDatabaseEnv(t)
+	ctx := t.Context()
 	e.natsStore = t.TempDir()
 	e.startNATS(nats.RandomPort)
 	t.Cleanup(e.stopNATS)
@@ -192,7 +202,12 @@ func (e *env) stopNATS() {
 	}
 }
 
-func (e *env) natsURL() string { return fmt.Sprintf("nats://127.0.0.1:%d", e.natsPort) }
+func (e *env) natsURL() string {
+	if e.clusterURL != "" {
+		return e.clusterURL
+	}
+	return fmt.Sprintf("nats://127.0.0.1:%d", e.natsPort)
+}
 
 func (e *env) connect(name string) *natsgo.Conn {
 	e.t.Helper()
