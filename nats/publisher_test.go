@@ -109,7 +109,7 @@ func TestPublishBatchRefusesRepeatsAfterTheDuplicateWindow(t *testing.T) {
 	if n, err := p.PublishBatch(t.Context(), 0, events); err != nil || n != len(events) {
 		t.Fatalf("first PublishBatch = %d, %v", n, err)
 	}
-	time.Sleep(300 * time.Millisecond) // the window forgets the ids
+	time.Sleep(time.Second) // the window has forgotten the ids
 	n, err := p.PublishBatch(t.Context(), 0, events)
 	if n != 0 || !errors.Is(err, ErrUnexpectedSequence) {
 		t.Fatalf("re-publish = %d, %v; want 0 and ErrUnexpectedSequence", n, err)
