@@ -115,10 +115,13 @@ func drainShape(ctx context.Context, cfg RelayDrainConfig, dbURL, name string, b
 		return res, err
 	}
 	defer func() { _ = relay.DropPublication(context.WithoutCancel(ctx), dbURL, name) }()
+	if err := prepareRelayRun(ctx, pool, relay.Config{DatabaseURL: dbURL, SlotName: relaySlot, PublicationName: name}); err != nil {
+		return res, err
+	}
+	if err := createSlot(ctx, pool, rawSlot); err != nil {
+		return res, err
+	}
 	for _, slot := range []string{relaySlot, rawSlot} {
-		if err := createSlot(ctx, pool, slot); err != nil {
-			return res, err
-		}
 		defer func() { _ = relay.DropSlot(context.WithoutCancel(ctx), dbURL, slot) }()
 	}
 
@@ -513,6 +516,27 @@ func createPublication(ctx context.Context, pool *pgxpool.Pool, name string) err
 	return nil
 }
 
+// prepareRelayRun readies a scratch database for a relay run into a fresh
+// stream: the rows of earlier runs are not this run's to publish (they are
+// recorded as published), the relay's ledger starts over with the stream, and
+// for CDC the relay's slot is created as the relay creates it, with its
+// snapshot, so that it streams what commits from now on.
+func prepareRelayRun(ctx context.Context, pool *pgxpool.Pool, cfg relay.Config) error {
+	for _, sql := range []string{
+		`UPDATE outbox_events SET published_at = coalesce(published_at, now()), stream_seq = 0 WHERE stream_seq IS NULL`,
+		`DELETE FROM relay_stream_mark`,
+		`DELETE FROM relay_slots`,
+	} {
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("prepare relay run: %w", err)
+		}
+	}
+	if cfg.Mode == relay.ModePoll {
+		return nil
+	}
+	return relay.Install(ctx, cfg)
+}
+
 // createSlot creates a pgoutput slot; it sees what commits from now on.
 func createSlot(ctx context.Context, pool *pgxpool.Pool, slot string) error {
 	if _, err := pool.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot); err != nil {
@@ -781,10 +805,9 @@ func RelayLatency(ctx context.Context, cfg RelayLatencyConfig) (string, error) {
 	startRelay := func(dbURL string, rc relay.Config) func(context.Context, *latencyTracker) (func() error, error) {
 		return func(ctx context.Context, tr *latencyTracker) (func() error, error) {
 			cdc := rc.Mode != relay.ModePoll
-			if cdc {
-				if err := withPool(ctx, dbURL, func(pool *pgxpool.Pool) error { return createSlot(ctx, pool, rc.SlotName) }); err != nil {
-					return nil, err
-				}
+			rc.DatabaseURL = dbURL
+			if err := withPool(ctx, dbURL, func(pool *pgxpool.Pool) error { return prepareRelayRun(ctx, pool, rc) }); err != nil {
+				return nil, err
 			}
 			pub, err := jnats.NewPublisher(b.js, jnats.PublisherConfig{}, discardLogger())
 			if err != nil {
