@@ -472,9 +472,35 @@ func (r *Relay) publishCommitted(stop, hard context.Context, q *commitQueue, led
 			settle()
 		}
 	}
+	// Acknowledged events are marked by a goroutine of their own, in
+	// acknowledgement order, so publishing does not wait for PostgreSQL.
+	// Nothing waits for a mark either: the slot may be confirmed past
+	// events not yet marked, since the next session reads what the stream
+	// holds beyond the marks back first. The first failed mark stops all
+	// later ones (a mark must never pass an unmarked message) and the
+	// session.
+	marks := make(chan markJob, 16)
+	markErr := make(chan error, 1)
+	var marker sync.WaitGroup
+	marker.Go(func() {
+		for j := range marks {
+			// hard, not stop: acknowledged events are marked while draining too.
+			if err := led.markAcked(hard, j.seqs, j.first); err != nil {
+				markErr <- err
+				for range marks {
+				}
+				return
+			}
+		}
+	})
+	defer func() {
+		close(marks)
+		marker.Wait()
+	}()
 	acked := func(events []Event, firstSeq uint64) error {
-		// hard, not stop: acknowledged events are marked while draining too.
-		if err := led.markAcked(hard, events, firstSeq); err != nil {
+		select {
+		case marks <- markJob{seqs: outboxSeqs(events), first: firstSeq}:
+		case err := <-markErr:
 			return err
 		}
 		advance(len(events))
@@ -553,8 +579,15 @@ type ledger interface {
 	// publishedPrefix returns how many of events, from the first, the
 	// stream holds.
 	publishedPrefix(ctx context.Context, events []Event) (int, error)
-	// markAcked records that the stream stored events at firstSeq, ….
-	markAcked(ctx context.Context, events []Event, firstSeq uint64) error
+	// markAcked records that the stream stored the events of outbox seqs
+	// at firstSeq, ….
+	markAcked(ctx context.Context, seqs []int64, firstSeq uint64) error
+}
+
+// markJob is an acknowledged prefix waiting to be marked.
+type markJob struct {
+	seqs  []int64
+	first uint64
 }
 
 // pgLedger is the ledger in the outbox table.
@@ -564,8 +597,8 @@ func (l pgLedger) publishedPrefix(ctx context.Context, events []Event) (int, err
 	return publishedPrefix(ctx, l.db, events)
 }
 
-func (l pgLedger) markAcked(ctx context.Context, events []Event, firstSeq uint64) error {
-	return markAcked(ctx, l.db, events, firstSeq)
+func (l pgLedger) markAcked(ctx context.Context, seqs []int64, firstSeq uint64) error {
+	return markSeqs(ctx, l.db, seqs, firstSeq)
 }
 
 // commitQueue hands committed transactions from the reader to the publisher

@@ -221,10 +221,13 @@ func (p *scriptedPublisher) PublishBatch(_ context.Context, after uint64, events
 // memLedger is the ledger in memory.
 type memLedger struct {
 	t      *testing.T
+	mu     sync.Mutex
 	marked map[int64]uint64 // outbox seq -> stream seq
 }
 
 func (l *memLedger) publishedPrefix(_ context.Context, events []Event) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	n := 0
 	for n < len(events) && l.marked[events[n].Seq] != 0 {
 		n++
@@ -232,12 +235,14 @@ func (l *memLedger) publishedPrefix(_ context.Context, events []Event) (int, err
 	return n, nil
 }
 
-func (l *memLedger) markAcked(_ context.Context, events []Event, firstSeq uint64) error {
-	for i, e := range events {
-		if l.marked[e.Seq] != 0 {
-			l.t.Errorf("event seq %d marked twice", e.Seq)
+func (l *memLedger) markAcked(_ context.Context, seqs []int64, firstSeq uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, s := range seqs {
+		if l.marked[s] != 0 {
+			l.t.Errorf("event seq %d marked twice", s)
 		}
-		l.marked[e.Seq] = firstSeq + uint64(i)
+		l.marked[s] = firstSeq + uint64(i)
 	}
 	return nil
 }
@@ -385,5 +390,22 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if _, err := New(ok, nil); err == nil {
 		t.Error("New accepted a nil Publisher")
+	}
+}
+
+func TestNormalizeSnapshot(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"164948:164946:":       "164948:164948:",
+		"100:105:101,103":      "100:105:101,103",
+		"100:100:":             "100:100:",
+		"164948:164946:164947": "164948:164948:",
+	} {
+		if got, err := normalizeSnapshot(in); err != nil || got != want {
+			t.Errorf("normalizeSnapshot(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := normalizeSnapshot("x:1:"); err == nil {
+		t.Error("normalizeSnapshot accepted a malformed snapshot")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -64,18 +65,33 @@ type execer interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// markAcked marks events, which the stream stored at firstSeq, firstSeq+1, …
+// markAcked marks the rows of events, which the stream stored at firstSeq,
+// firstSeq+1, …
+func markAcked(ctx context.Context, db execer, events []Event, firstSeq uint64) error {
+	return markSeqs(ctx, db, outboxSeqs(events), firstSeq)
+}
+
+func outboxSeqs(events []Event) []int64 {
+	seqs := make([]int64, len(events))
+	for i := range events {
+		seqs[i] = events[i].Seq
+	}
+	return seqs
+}
+
+// markSeqs marks the rows of outbox seqs, which the stream stored at
+// firstSeq, firstSeq+1, …
 //
 // A transaction's commit reaches logical decoding a moment before other
 // sessions see it (the commit record is flushed before the transaction
 // leaves the proc array), so a CDC event may be acknowledged before its row
 // is visible here: the statement is repeated until it marks every row.
-func markAcked(ctx context.Context, db execer, events []Event, firstSeq uint64) error {
-	for len(events) > 0 {
-		n := min(len(events), markChunk)
-		oseqs, sseqs := make([]int64, n), make([]int64, n)
+func markSeqs(ctx context.Context, db execer, seqs []int64, firstSeq uint64) error {
+	for len(seqs) > 0 {
+		n := min(len(seqs), markChunk)
+		oseqs, sseqs := seqs[:n], make([]int64, n)
 		for i := range n {
-			oseqs[i], sseqs[i] = events[i].Seq, int64(firstSeq)+int64(i)
+			sseqs[i] = int64(firstSeq) + int64(i)
 		}
 		for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
 			var mark int64
@@ -90,7 +106,7 @@ func markAcked(ctx context.Context, db execer, events []Event, firstSeq uint64) 
 				return fmt.Errorf("relay: mark published: rows not visible yet: %w", ctx.Err())
 			}
 		}
-		events, firstSeq = events[n:], firstSeq+uint64(n)
+		seqs, firstSeq = seqs[n:], firstSeq+uint64(n)
 	}
 	return nil
 }
@@ -308,11 +324,34 @@ func createSlotLocked(ctx context.Context, cfg Config, conn *pgx.Conn, dropFirst
 	if err := tx.Commit(ctx); err != nil {
 		return "", fmt.Errorf("relay: slot %s snapshot: %w", cfg.SlotName, err)
 	}
+	if snapshot, err = normalizeSnapshot(snapshot); err != nil {
+		return "", fmt.Errorf("relay: slot %s snapshot: %w", cfg.SlotName, err)
+	}
 	if _, err := conn.Exec(ctx, `INSERT INTO relay_slots (slot_name, snapshot, consistent_lsn) VALUES ($1, $2::pg_snapshot, $3::pg_lsn)`,
 		cfg.SlotName, snapshot, res.ConsistentPoint); err != nil {
 		return "", fmt.Errorf("relay: record slot %s: %w", cfg.SlotName, err)
 	}
 	return snapshot, nil
+}
+
+// normalizeSnapshot makes a snapshot's text acceptable to pg_snapshot's
+// input. The snapshot logical decoding exports may have xmax below xmin;
+// visibility tests xmin first (an xid below it is visible), then xmax, so
+// such a snapshot sees exactly the xids below xmin, which xmin:xmin: says.
+func normalizeSnapshot(s string) (string, error) {
+	parts := strings.SplitN(s, ":", 3)
+	if len(parts) != 3 {
+		return "", fmt.Errorf("snapshot %q is not xmin:xmax:xip", s)
+	}
+	xmin, err1 := strconv.ParseUint(parts[0], 10, 64)
+	xmax, err2 := strconv.ParseUint(parts[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return "", fmt.Errorf("snapshot %q is not xmin:xmax:xip", s)
+	}
+	if xmax < xmin {
+		return parts[0] + ":" + parts[0] + ":", nil
+	}
+	return s, nil
 }
 
 // backfillQuery reads, in seq order from $2, the rows the stream does not
