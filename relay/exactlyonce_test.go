@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/jetcqrs/jetcqrs/internal/testenv"
 	"github.com/jetcqrs/jetcqrs/nats"
 	"github.com/jetcqrs/jetcqrs/relay"
@@ -57,7 +59,10 @@ func TestBacklogCommittedBeforeAnySlot(t *testing.T) {
 		t.Fatal("the stream holds events before any relay ran")
 	}
 
-	e.startRelay(e.config())
+	reg := prometheus.NewRegistry()
+	cfg := e.config()
+	cfg.Registerer = reg
+	r := e.startRelay(cfg)
 	w := startWriter(t, e.pool, writerOptions{goroutines: 2, aggregates: 50, pause: 2 * time.Millisecond})
 	w.waitCommitted(500, 30*time.Second)
 	w.finish()
@@ -69,6 +74,33 @@ func TestBacklogCommittedBeforeAnySlot(t *testing.T) {
 	checkAggregateOrder(t, got)
 	if n := e.unpublished(); n != 0 {
 		t.Errorf("%d outbox rows left unmarked although the stream holds every event", n)
+	}
+	if got := gather(t, reg)["jetcqrs_relay_events_backfilled_total"]; got != float64(len(backlog)) {
+		t.Errorf("jetcqrs_relay_events_backfilled_total = %v, want %d", got, len(backlog))
+	}
+	// Slot health, as /metrics and GET /v1/admin/relay show it.
+	eventually(t, 5*time.Second, "slot health sampled", func() bool { return r.Status().WALStatus != "" })
+	if st := r.Status(); st.WALStatus != "reserved" || st.SafeWALSizeBytes != nil {
+		t.Errorf("Status() wal_status %q safe_wal_size %v; want reserved and none (max_slot_wal_keep_size unlimited)",
+			st.WALStatus, st.SafeWALSizeBytes)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	statuses := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() == "jetcqrs_relay_slot_wal_status" {
+			for _, m := range f.GetMetric() {
+				statuses[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	if statuses["reserved"] != 1 || statuses["lost"] != 0 || statuses["unreserved"] != 0 {
+		t.Errorf("jetcqrs_relay_slot_wal_status = %v, want reserved 1 and the others 0", statuses)
+	}
+	if got := gather(t, reg)["jetcqrs_relay_slot_safe_wal_size_bytes"]; got != -1 {
+		t.Errorf("jetcqrs_relay_slot_safe_wal_size_bytes = %v, want -1 (unlimited)", got)
 	}
 	t.Logf("%d events committed before the relay, %d while it ran", len(backlog), len(committed)-len(backlog))
 }
