@@ -36,6 +36,11 @@ import (
 // it appended. Permanent: appending more could only make it worse.
 var errStreamDiverged = errors.New("relay: the stream does not hold what the outbox records")
 
+// errResync means the stream holds messages the relay did not just send
+// (a leader that lost its lock published for a moment longer): the session
+// ends, and the next one learns the stream anew (reconcile) before it sends.
+var errResync = errors.New("relay: the stream moved under the relay")
+
 // markChunk bounds the rows one marking statement updates.
 const markChunk = 4096
 
@@ -181,17 +186,16 @@ func (r *Relay) learnStored(ctx context.Context, events []Event) (int, error) {
 		return 0, permanent(fmt.Errorf("%w: the stream's last sequence went back from %d to %d",
 			errStreamDiverged, r.streamLast, last))
 	case last-r.streamLast > uint64(len(events)):
-		return 0, permanent(fmt.Errorf("%w: the stream holds %d messages after sequence %d, more than the %d "+
-			"events the relay sent; the relay must be the stream's only writer",
-			errStreamDiverged, last-r.streamLast, r.streamLast, len(events)))
+		return 0, fmt.Errorf("%w: the stream holds %d messages after sequence %d, more than the %d events sent",
+			errResync, last-r.streamLast, r.streamLast, len(events))
 	case last == r.streamLast:
 		return 0, nil
 	}
 	i := 0
 	err = r.pub.EventIDs(ctx, r.streamLast, last, func(seq uint64, id string) error {
 		if i >= len(events) || id != events[i].ID {
-			return permanent(fmt.Errorf("%w: stream message %d has event id %s where the relay sent %s",
-				errStreamDiverged, seq, id, events[min(i, len(events)-1)].ID))
+			return fmt.Errorf("%w: stream message %d has event id %s where the relay sent %s",
+				errResync, seq, id, events[min(i, len(events)-1)].ID)
 		}
 		i++
 		return nil
@@ -208,7 +212,10 @@ func (r *Relay) learnStored(ctx context.Context, events []Event) (int, error) {
 // slotState is what the relay needs to know about its slot before it
 // streams.
 type slotState struct {
-	exists    bool
+	exists bool
+	// active is true while a walsender streams the slot: a previous leader
+	// that has not noticed yet that it lost its lock.
+	active    bool
 	walStatus string
 	// snapshot is the snapshot exported with the slot, "" when the relay
 	// has none for it (created by hand or by an older version, or poll mode
@@ -219,8 +226,8 @@ type slotState struct {
 func readSlotState(ctx context.Context, db execer, slot string) (slotState, error) {
 	var st slotState
 	var walStatus, snapshot *string
-	err := db.QueryRow(ctx, `SELECT s.wal_status, r.snapshot::text FROM pg_replication_slots s
-		LEFT JOIN relay_slots r ON r.slot_name = s.slot_name WHERE s.slot_name = $1`, slot).Scan(&walStatus, &snapshot)
+	err := db.QueryRow(ctx, `SELECT s.active, s.wal_status, r.snapshot::text FROM pg_replication_slots s
+		LEFT JOIN relay_slots r ON r.slot_name = s.slot_name WHERE s.slot_name = $1`, slot).Scan(&st.active, &walStatus, &snapshot)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return st, nil
 	}
@@ -246,6 +253,10 @@ func (r *Relay) prepareSlot(ctx context.Context, pool *pgxpool.Pool) (string, er
 		return "", err
 	}
 	switch {
+	case st.active:
+		// Nothing is sent, not even a backfill, until the previous leader's
+		// walsender is gone.
+		return "", fmt.Errorf("%w: streamed by another session", errSlotActive)
 	case st.exists && st.walStatus != "lost" && st.snapshot != "":
 		return st.snapshot, nil
 	case !st.exists:

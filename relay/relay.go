@@ -537,7 +537,7 @@ func (r *Relay) publishAll(stop, hard context.Context, events []Event, acked fun
 				return err
 			}
 			stored, lerr := r.learnStored(hard, events)
-			if isPermanent(lerr) {
+			if isPermanent(lerr) || errors.Is(lerr, errResync) {
 				return lerr
 			}
 			if lerr != nil {
