@@ -93,7 +93,7 @@ type PublisherStats struct {
 // the stream's last sequence was not the one the batch was published after:
 // another writer appended to the stream, or an earlier publish of the batch
 // failed and the server refused the ones behind it. The caller learns the
-// stream's state again (LastSequence, EventIDs) before it retries.
+// stream's state again (Last, EventIDs) before it retries.
 var ErrUnexpectedSequence = errors.New("nats: stream sequence is not the expected one")
 
 // Publisher publishes batches of events to JetStream in order, pipelined:
@@ -169,7 +169,7 @@ type pendingAck struct {
 // rejection: the later events fail with ErrUnexpectedSequence) and never
 // stores an event twice. After an unknown outcome (disconnect, ack
 // timeout) the stream may hold more than the acked prefix, but always a
-// prefix of events: the caller learns how much from LastSequence and
+// prefix of events: the caller learns how much from Last and
 // EventIDs before it retries.
 //
 // An event that fails Event.Msg's validation stops the batch there with an
@@ -292,14 +292,26 @@ func classify(err error) error {
 	return err
 }
 
-// LastSequence returns the sequence of the stream's last message (0 for a
-// stream that never held one). A purge keeps it.
-func (p *Publisher) LastSequence(ctx context.Context) (uint64, error) {
+// Last returns the sequence of the stream's last message (0 for a stream
+// that never held one; a purge keeps it) and that message's commit position
+// (HeaderCommitPosition), "" when it has none or is gone.
+func (p *Publisher) Last(ctx context.Context) (seq uint64, position string, err error) {
 	s, err := p.js.Stream(ctx, p.cfg.Stream)
 	if err != nil {
-		return 0, fmt.Errorf("nats: stream %s: %w", p.cfg.Stream, err)
+		return 0, "", fmt.Errorf("nats: stream %s: %w", p.cfg.Stream, err)
 	}
-	return s.CachedInfo().State.LastSeq, nil
+	st := s.CachedInfo().State
+	if st.LastSeq == 0 || st.Msgs == 0 {
+		return st.LastSeq, "", nil
+	}
+	msg, err := s.GetMsg(ctx, st.LastSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return st.LastSeq, "", nil
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("nats: stream %s: last message: %w", p.cfg.Stream, err)
+	}
+	return st.LastSeq, msg.Header.Get(HeaderCommitPosition), nil
 }
 
 // EventIDs calls fn, in stream order, with the sequence and event id

@@ -121,9 +121,9 @@ func TestPublishBatchRefusesRepeatsAfterTheDuplicateWindow(t *testing.T) {
 	if got := streamMsgs(t, js, "EVENTS"); got != uint64(len(events)) {
 		t.Fatalf("stream holds %d messages after re-publishing, want %d", got, len(events))
 	}
-	last, err := p.LastSequence(t.Context())
+	last, _, err := p.Last(t.Context())
 	if err != nil || last != uint64(len(events)) {
-		t.Fatalf("LastSequence = %d, %v; want %d", last, err, len(events))
+		t.Fatalf("Last = %d, %v; want %d", last, err, len(events))
 	}
 	var ids []string
 	if err := p.EventIDs(t.Context(), 490, last, func(seq uint64, id string) error {
@@ -336,13 +336,13 @@ func TestPublishBatchSurvivesServerRestart(t *testing.T) {
 			// An unknown outcome may have stored more than the acked
 			// prefix: the stream says how much.
 			for {
-				last, err := p.LastSequence(ctx)
+				last, _, err := p.Last(ctx)
 				if err == nil {
 					next = int(last)
 					break
 				}
 				if ctx.Err() != nil {
-					t.Fatalf("LastSequence: %v", err)
+					t.Fatalf("Last: %v", err)
 				}
 				time.Sleep(20 * time.Millisecond)
 			}

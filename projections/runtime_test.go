@@ -90,7 +90,7 @@ func publishTyped(t *testing.T, js *testenv.JetStream, n, aggregates int, eventT
 			AggregateVersion: versions[agg], EventType: eventType, SchemaVersion: 1,
 			OccurredAt: time.Now().UTC(), Payload: json.RawMessage(`{"n":` + fmt.Sprint(i) + `}`)}
 	}
-	after, err := pub.LastSequence(context.Background())
+	after, _, err := pub.Last(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

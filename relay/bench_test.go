@@ -38,7 +38,7 @@ func BenchmarkRelayDrain(b *testing.B) {
 					AggregateVersion: int64(i/1000 + 1), EventType: "OrderPlaced", SchemaVersion: 1, OccurredAt: time.Now(),
 					Payload: []byte(`{"v": 1, "pad": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}`)}
 			}
-			after, err := pub.LastSequence(context.Background())
+			after, _, err := pub.Last(context.Background())
 			if err != nil {
 				b.Fatal(err)
 			}

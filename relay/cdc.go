@@ -54,20 +54,31 @@ var errSlotActive = errors.New("relay: replication slot is active")
 // stream runs one replication session: a reader decoding the WAL into
 // committed transactions and a publisher goroutine publishing them.
 func (r *Relay) stream(t *term, pool *pgxpool.Pool) error {
-	// Whatever ended the previous session (a failed mark, say), the ledger
-	// is brought up to the stream before anything is sent.
-	last, err := r.reconcile(t.stop, pool)
+	snapshot, backfilled, err := r.prepareSlot(t.stop, pool)
 	if err != nil {
 		return err
+	}
+	if !backfilled {
+		// The ledger is brought up to the stream before the backfill asks
+		// it what the stream lacks.
+		last, err := r.reconcile(t.stop, pool)
+		if err != nil {
+			return err
+		}
+		r.streamLast = last
+		if err := r.backfill(t, pool, snapshot); err != nil {
+			return err
+		}
+	}
+	// The slot re-sends what followed its confirmed position, and the
+	// stream may hold a commit-ordered prefix of it (acknowledged, not yet
+	// confirmed): up to the position its last message carries.
+	last, lastPosition, err := r.pub.Last(t.stop)
+	if err != nil {
+		return fmt.Errorf("relay: stream's last message: %w", err)
 	}
 	r.streamLast = last
-	snapshot, err := r.prepareSlot(t.stop, pool)
-	if err != nil {
-		return err
-	}
-	if err := r.backfill(t, pool, snapshot); err != nil {
-		return err
-	}
+	held, _ := parsePosition(lastPosition)
 
 	cfg, err := r.replicationConfig()
 	if err != nil {
@@ -135,7 +146,7 @@ func (r *Relay) stream(t *term, pool *pgxpool.Pool) error {
 	defer cancelPipeHard()
 	go func() {
 		defer close(s.pubDone)
-		s.pubErr = r.publishCommitted(pipeStop, pipeHard, s.queue, pgLedger{db: pool})
+		s.pubErr = r.publishCommitted(pipeStop, pipeHard, s.queue, held)
 	}()
 
 	readErr := s.read(t.stop)
@@ -423,7 +434,7 @@ func (s *cdcStream) insert(data []byte) error {
 // the session out.
 func (s *cdcStream) commit(ctx context.Context, events []Event, end LSN, at time.Time) error {
 	for i := range events {
-		events[i].CommitLSN, events[i].CommitTime = end, at
+		events[i].CommitLSN, events[i].TxIndex, events[i].CommitTime = end, i, at
 	}
 	tx := &committedTx{events: slices.Clip(events), end: end}
 	if s.queue.tryPush(tx) {
@@ -451,7 +462,7 @@ func (s *cdcStream) commit(ctx context.Context, events []Event, end LSN, at time
 // batches of up to BatchSize events that may span transactions or split a
 // large one. A transaction's end LSN becomes the confirmed position only
 // when its last event, and every event before it, is acknowledged.
-func (r *Relay) publishCommitted(stop, hard context.Context, q *commitQueue, led ledger) error {
+func (r *Relay) publishCommitted(stop, hard context.Context, q *commitQueue, held position) error {
 	// pending are transactions taken from the queue and not yet fully
 	// acknowledged; the first off events of pending[0] are.
 	var pending []*committedTx
@@ -472,43 +483,11 @@ func (r *Relay) publishCommitted(stop, hard context.Context, q *commitQueue, led
 			settle()
 		}
 	}
-	// Acknowledged events are marked by a goroutine of their own, in
-	// acknowledgement order, so publishing does not wait for PostgreSQL.
-	// Nothing waits for a mark either: the slot may be confirmed past
-	// events not yet marked, since the next session reads what the stream
-	// holds beyond the marks back first. The first failed mark stops all
-	// later ones (a mark must never pass an unmarked message) and the
-	// session.
-	marks := make(chan markJob, 16)
-	markErr := make(chan error, 1)
-	var marker sync.WaitGroup
-	marker.Go(func() {
-		for j := range marks {
-			// hard, not stop: acknowledged events are marked while draining too.
-			if err := led.markAcked(hard, j.seqs, j.first); err != nil {
-				markErr <- err
-				for range marks {
-				}
-				return
-			}
-		}
-	})
-	defer func() {
-		close(marks)
-		marker.Wait()
-	}()
-	acked := func(events []Event, firstSeq uint64) error {
-		select {
-		case marks <- markJob{seqs: outboxSeqs(events), first: firstSeq}:
-		case err := <-markErr:
-			return err
-		}
+	acked := func(events []Event, _ uint64) error {
 		advance(len(events))
 		return nil
 	}
-	// The slot re-sends what followed its confirmed position; the stream
-	// may hold a prefix of it (acknowledged, not yet confirmed). Until the
-	// first event it does not hold, each batch is checked.
+	// Until the first event the stream does not hold, each batch is checked.
 	replaying := true
 	batch := make([]Event, 0, r.cfg.BatchSize)
 	for {
@@ -553,16 +532,16 @@ func (r *Relay) publishCommitted(stop, hard context.Context, q *commitQueue, led
 		}
 		send := batch
 		if replaying {
-			held, err := led.publishedPrefix(hard, batch)
-			if err != nil {
-				return err
+			n := 0
+			for n < len(batch) && !held.before(batch[n]) {
+				n++
 			}
-			if held > 0 {
-				r.metrics.skipped.Add(float64(held))
-				r.log.Info("relay: skipped events the slot sent again that the stream already holds", "events", held)
-				advance(held)
+			if n > 0 {
+				r.metrics.skipped.Add(float64(n))
+				r.log.Info("relay: skipped events the slot sent again that the stream already holds", "events", n)
+				advance(n)
 			}
-			send = batch[held:]
+			send = batch[n:]
 			replaying = len(send) == 0
 		}
 		if len(send) > 0 {
@@ -572,33 +551,6 @@ func (r *Relay) publishCommitted(stop, hard context.Context, q *commitQueue, led
 		}
 		clear(batch)
 	}
-}
-
-// ledger records which events the stream holds (see ledger.go).
-type ledger interface {
-	// publishedPrefix returns how many of events, from the first, the
-	// stream holds.
-	publishedPrefix(ctx context.Context, events []Event) (int, error)
-	// markAcked records that the stream stored the events of outbox seqs
-	// at firstSeq, ….
-	markAcked(ctx context.Context, seqs []int64, firstSeq uint64) error
-}
-
-// markJob is an acknowledged prefix waiting to be marked.
-type markJob struct {
-	seqs  []int64
-	first uint64
-}
-
-// pgLedger is the ledger in the outbox table.
-type pgLedger struct{ db execer }
-
-func (l pgLedger) publishedPrefix(ctx context.Context, events []Event) (int, error) {
-	return publishedPrefix(ctx, l.db, events)
-}
-
-func (l pgLedger) markAcked(ctx context.Context, seqs []int64, firstSeq uint64) error {
-	return markSeqs(ctx, l.db, seqs, firstSeq)
 }
 
 // commitQueue hands committed transactions from the reader to the publisher

@@ -178,10 +178,13 @@ func (p *scriptedPublisher) safe() LSN {
 	return safe
 }
 
-func (p *scriptedPublisher) LastSequence(context.Context) (uint64, error) {
+func (p *scriptedPublisher) Last(context.Context) (uint64, string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return uint64(len(p.stored)), nil
+	if len(p.stored) == 0 {
+		return 0, "", nil
+	}
+	return uint64(len(p.stored)), p.stored[len(p.stored)-1].Position(), nil
 }
 
 func (p *scriptedPublisher) EventIDs(_ context.Context, after, through uint64, fn func(uint64, string) error) error {
@@ -218,35 +221,6 @@ func (p *scriptedPublisher) PublishBatch(_ context.Context, after uint64, events
 	return n, err
 }
 
-// memLedger is the ledger in memory.
-type memLedger struct {
-	t      *testing.T
-	mu     sync.Mutex
-	marked map[int64]uint64 // outbox seq -> stream seq
-}
-
-func (l *memLedger) publishedPrefix(_ context.Context, events []Event) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for n < len(events) && l.marked[events[n].Seq] != 0 {
-		n++
-	}
-	return n, nil
-}
-
-func (l *memLedger) markAcked(_ context.Context, seqs []int64, firstSeq uint64) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for i, s := range seqs {
-		if l.marked[s] != 0 {
-			l.t.Errorf("event seq %d marked twice", s)
-		}
-		l.marked[s] = firstSeq + uint64(i)
-	}
-	return nil
-}
-
 // TestPublishCommittedConfirmsOnlyAcknowledged runs the publisher goroutine
 // over transactions larger than a batch, with partial acknowledgements,
 // failures and lost acknowledgements, after a restart whose slot re-sends
@@ -259,7 +233,6 @@ func TestPublishCommittedConfirmsOnlyAcknowledged(t *testing.T) {
 	r.log = r.cfg.Logger
 	pub := &scriptedPublisher{t: t, r: r, script: []answer{{-1, 0}, {2, 0}, {0, 0}, {3, 1}, {-1, 0}, {1, 2}, {0, 3}, {-1, 0}}}
 	r.pub = pub
-	led := &memLedger{t: t, marked: map[int64]uint64{}}
 
 	q := newCommitQueue(r.cfg.MaxPendingEvents)
 	var want []int64
@@ -271,26 +244,32 @@ func TestPublishCommittedConfirmsOnlyAcknowledged(t *testing.T) {
 		for range n {
 			seq++
 			want = append(want, seq)
-			tx.events = append(tx.events, Event{Seq: seq, ID: fmt.Sprintf("00000000-0000-0000-0000-%012d", seq), CommitLSN: tx.end})
+			tx.events = append(tx.events, Event{Seq: seq, ID: fmt.Sprintf("00000000-0000-0000-0000-%012d", seq),
+				CommitLSN: tx.end, TxIndex: len(tx.events)})
 		}
 		txs = append(txs, tx)
 	}
 	// The stream already holds the first 3 events: acknowledged before a
-	// crash, not confirmed, so the slot sends them again.
+	// crash, not confirmed, so the slot sends them again. Its last message
+	// carries the third's position.
 	const held = 3
 	for _, tx := range txs {
 		for _, e := range tx.events {
 			if e.Seq <= held {
 				pub.stored = append(pub.stored, e)
-				led.marked[e.Seq] = uint64(e.Seq)
 			}
 		}
 	}
 	r.streamLast = held
 	pub.txs = txs
+	_, lastPosition, _ := pub.Last(t.Context())
+	heldThrough, ok := parsePosition(lastPosition)
+	if !ok {
+		t.Fatalf("parsePosition(%q) failed", lastPosition)
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- r.publishCommitted(ctx, t.Context(), q, led) }()
+	go func() { done <- r.publishCommitted(ctx, t.Context(), q, heldThrough) }()
 	for _, tx := range txs {
 		for !q.tryPush(tx) {
 			<-q.notFull
@@ -314,11 +293,6 @@ func TestPublishCommittedConfirmsOnlyAcknowledged(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("stored seqs %v, want %v", got, want)
-	}
-	for i, s := range want {
-		if led.marked[s] != uint64(i+1) {
-			t.Errorf("event seq %d marked at stream sequence %d, want %d", s, led.marked[s], i+1)
-		}
 	}
 	if n := r.published.Load(); n != uint64(len(want)-held) {
 		t.Errorf("published %d, want %d", n, len(want)-held)
@@ -390,6 +364,31 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if _, err := New(ok, nil); err == nil {
 		t.Error("New accepted a nil Publisher")
+	}
+}
+
+func TestPositionOrder(t *testing.T) {
+	t.Parallel()
+	e := Event{CommitLSN: 0x16B374D848, TxIndex: 2}
+	if got := e.Position(); got != "16/B374D848:2" {
+		t.Fatalf("Position() = %q", got)
+	}
+	p, ok := parsePosition(e.Position())
+	if !ok || p.before(e) {
+		t.Fatalf("parsePosition(%q) = %+v, %v; an event must not come after its own position", e.Position(), p, ok)
+	}
+	for _, later := range []Event{{CommitLSN: 0x16B374D848, TxIndex: 3}, {CommitLSN: 0x16B374D849}} {
+		if !p.before(later) {
+			t.Errorf("%s does not come after %s", later.Position(), e.Position())
+		}
+	}
+	if (Event{}).Position() != "" || !(position{}).before(Event{CommitLSN: 1}) {
+		t.Error("an event without a commit LSN has a position, or the zero position does not precede everything")
+	}
+	for _, bad := range []string{"", "16/B374D848", "x:1", "16/B374D848:-1"} {
+		if _, ok := parsePosition(bad); ok {
+			t.Errorf("parsePosition(%q) accepted it", bad)
+		}
 	}
 }
 

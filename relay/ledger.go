@@ -120,24 +120,34 @@ func markSeqs(ctx context.Context, db execer, seqs []int64, firstSeq uint64) err
 // messages the stream stored after the mark, and returns the stream's last
 // sequence, after which the relay appends.
 func (r *Relay) reconcile(ctx context.Context, db execer) (uint64, error) {
-	var mark int64
-	err := db.QueryRow(ctx, `SELECT last_seq FROM relay_stream_mark`).Scan(&mark)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return 0, fmt.Errorf("relay: read the stream mark: %w", err)
+	last, from, err := r.reconcileFrom(ctx, db)
+	if err == nil && from <= last {
+		r.log.Info("relay: marked the events the stream stored after the ledger's mark", "from_seq", from, "to_seq", last)
 	}
-	last, err := r.pub.LastSequence(ctx)
+	return last, err
+}
+
+// reconcileFrom is reconcile, also returning the first sequence it read
+// (last+1 when there was nothing to read).
+func (r *Relay) reconcileFrom(ctx context.Context, db execer) (last, from uint64, err error) {
+	var mark int64
+	err = db.QueryRow(ctx, `SELECT last_seq FROM relay_stream_mark`).Scan(&mark)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return 0, 0, fmt.Errorf("relay: read the stream mark: %w", err)
+	}
+	last, _, err = r.pub.Last(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("relay: stream's last sequence: %w", err)
+		return 0, 0, fmt.Errorf("relay: stream's last sequence: %w", err)
 	}
 	if last < uint64(mark) {
-		return 0, permanent(fmt.Errorf("%w: the stream's last sequence is %d but the outbox records events stored "+
+		return 0, 0, permanent(fmt.Errorf("%w: the stream's last sequence is %d but the outbox records events stored "+
 			"up to sequence %d, so the stream was re-created or lost events. Fix: point the relay at the stream it "+
 			"published to, or, to publish the whole outbox into this stream again, clear the ledger: "+
 			"UPDATE outbox_events SET published_at = NULL, stream_seq = NULL; DELETE FROM relay_stream_mark;",
 			errStreamDiverged, last, mark))
 	}
 	if last == uint64(mark) {
-		return last, nil
+		return last, last + 1, nil
 	}
 	var ids []string
 	var seqs []int64
@@ -166,18 +176,16 @@ func (r *Relay) reconcile(ctx context.Context, db execer) (uint64, error) {
 		err = flush()
 	}
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	r.log.Info("relay: marked the events the stream stored after the ledger's mark",
-		"from_seq", mark+1, "to_seq", last)
-	return last, nil
+	return last, uint64(mark) + 1, nil
 }
 
 // learnStored is called after a failed publish of events: it asks the stream
 // how many of them it stored (a prefix, possibly longer than the
 // acknowledged one) and checks their ids.
 func (r *Relay) learnStored(ctx context.Context, events []Event) (int, error) {
-	last, err := r.pub.LastSequence(ctx)
+	last, _, err := r.pub.Last(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("relay: stream's last sequence: %w", err)
 	}
@@ -221,13 +229,17 @@ type slotState struct {
 	// has none for it (created by hand or by an older version, or poll mode
 	// published since).
 	snapshot string
+	// backfilled is true once the rows visible in snapshot that the stream
+	// did not hold were published.
+	backfilled bool
 }
 
 func readSlotState(ctx context.Context, db execer, slot string) (slotState, error) {
 	var st slotState
 	var walStatus, snapshot *string
-	err := db.QueryRow(ctx, `SELECT s.active, s.wal_status, r.snapshot::text FROM pg_replication_slots s
-		LEFT JOIN relay_slots r ON r.slot_name = s.slot_name WHERE s.slot_name = $1`, slot).Scan(&st.active, &walStatus, &snapshot)
+	err := db.QueryRow(ctx, `SELECT s.active, s.wal_status, r.snapshot::text, coalesce(r.backfilled, false)
+		FROM pg_replication_slots s LEFT JOIN relay_slots r ON r.slot_name = s.slot_name WHERE s.slot_name = $1`, slot).
+		Scan(&st.active, &walStatus, &snapshot, &st.backfilled)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return st, nil
 	}
@@ -245,20 +257,20 @@ func readSlotState(ctx context.Context, db execer, slot string) (slotState, erro
 }
 
 // prepareSlot makes sure the slot exists, is valid and has its snapshot,
-// re-creating it when not, and returns that snapshot: the rows visible in it
-// are those the slot will not stream.
-func (r *Relay) prepareSlot(ctx context.Context, pool *pgxpool.Pool) (string, error) {
+// re-creating it when not, and returns that snapshot (the rows visible in it
+// are those the slot will not stream) and whether they were backfilled.
+func (r *Relay) prepareSlot(ctx context.Context, pool *pgxpool.Pool) (string, bool, error) {
 	st, err := readSlotState(ctx, pool, r.cfg.SlotName)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	switch {
 	case st.active:
 		// Nothing is sent, not even a backfill, until the previous leader's
 		// walsender is gone.
-		return "", fmt.Errorf("%w: streamed by another session", errSlotActive)
+		return "", false, fmt.Errorf("%w: streamed by another session", errSlotActive)
 	case st.exists && st.walStatus != "lost" && st.snapshot != "":
-		return st.snapshot, nil
+		return st.snapshot, st.backfilled, nil
 	case !st.exists:
 		r.log.Warn("relay: replication slot is missing (first start, dropped, or a PostgreSQL failover); " +
 			"creating it and backfilling the events committed without it")
@@ -271,7 +283,8 @@ func (r *Relay) prepareSlot(ctx context.Context, pool *pgxpool.Pool) (string, er
 		r.log.Warn("relay: replication slot has no recorded snapshot (created outside the relay, or the poll " +
 			"relay published since); re-creating it and backfilling the events the stream does not hold")
 	}
-	return createSlot(ctx, r.cfg, st.exists)
+	snapshot, err := createSlot(ctx, r.cfg, st.exists)
+	return snapshot, false, err
 }
 
 // createSlot (re-)creates the slot with an exported snapshot and records the
@@ -377,7 +390,8 @@ const backfillQuery = `SELECT o.seq::text, o.id::text, o.aggregate_type, o.aggre
 	LIMIT $3`
 
 // backfill publishes every row committed before the slot's snapshot that
-// the stream does not hold, and marks it.
+// the stream does not hold, and marks it; then it records that the slot is
+// backfilled. The ledger must be reconciled first.
 func (r *Relay) backfill(t *term, pool *pgxpool.Pool, snapshot string) error {
 	var after int64
 	total := 0
@@ -407,6 +421,10 @@ func (r *Relay) backfill(t *term, pool *pgxpool.Pool, snapshot string) error {
 			return fmt.Errorf("relay: backfill: %w", err)
 		}
 		if len(events) == 0 {
+			if _, err := pool.Exec(t.stop, `UPDATE relay_slots SET backfilled = true WHERE slot_name = $1`,
+				r.cfg.SlotName); err != nil {
+				return fmt.Errorf("relay: backfill: %w", err)
+			}
 			if total > 0 {
 				r.log.Info("relay: backfill done", "events", total)
 			}
@@ -425,35 +443,4 @@ func (r *Relay) backfill(t *term, pool *pgxpool.Pool, snapshot string) error {
 		total += len(events)
 		after = events[len(events)-1].Seq
 	}
-}
-
-// publishedPrefix returns how many events, from the first, the stream
-// already holds (their rows are marked). Used on the events a slot re-sends
-// after a restart: the stream holds a prefix of them.
-func publishedPrefix(ctx context.Context, db execer, events []Event) (int, error) {
-	seqs := make([]int64, len(events))
-	for i := range events {
-		seqs[i] = events[i].Seq
-	}
-	var marked []int64
-	err := db.QueryRow(ctx, `SELECT coalesce(array_agg(seq), '{}') FROM `+outboxTable+`
-		WHERE seq = ANY($1) AND stream_seq IS NOT NULL`, seqs).Scan(&marked)
-	if err != nil {
-		return 0, fmt.Errorf("relay: read marks: %w", err)
-	}
-	held := make(map[int64]bool, len(marked))
-	for _, s := range marked {
-		held[s] = true
-	}
-	n := 0
-	for n < len(events) && held[events[n].Seq] {
-		n++
-	}
-	for _, e := range events[n:] {
-		if held[e.Seq] {
-			return 0, permanent(fmt.Errorf("%w: the stream holds event %s (seq %d) but not event %s (seq %d) "+
-				"committed before it", errStreamDiverged, e.ID, e.Seq, events[n].ID, events[n].Seq))
-		}
-	}
-	return n, nil
 }

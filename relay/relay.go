@@ -236,6 +236,7 @@ func (r *Relay) lead(ctx context.Context, lock *pgx.Conn, pool *pgxpool.Pool) er
 	defer stopWatch()
 	wg.Go(func() { r.watchLock(watchCtx, t, lock) })
 	wg.Go(func() { r.heartbeat(watchCtx, pool) })
+	wg.Go(func() { r.keepLedger(watchCtx, pool) })
 	return r.streamUntilStopped(t, pool)
 }
 
@@ -463,6 +464,27 @@ func (r *Relay) heartbeat(ctx context.Context, pool *pgxpool.Pool) {
 		cancel()
 		if err != nil && ctx.Err() == nil {
 			r.log.Warn("relay: heartbeat failed", "err", err)
+		}
+	}
+}
+
+// keepLedger marks, every LedgerInterval, the rows of the events the CDC
+// relay appended since the ledger's mark, reading their ids back from the
+// stream. Off the publishing path: the CDC relay finds its place from the
+// stream's last message, and the marks serve the backfill, the poll relay
+// and the outbox prune, each of which reconciles first or keeps unmarked
+// rows anyway.
+func (r *Relay) keepLedger(ctx context.Context, pool *pgxpool.Pool) {
+	tick := time.NewTicker(r.cfg.LedgerInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if _, _, err := r.reconcileFrom(ctx, pool); err != nil && ctx.Err() == nil {
+			r.log.Warn("relay: marking what the stream holds failed; retrying at the next interval", "err", err)
 		}
 	}
 }

@@ -102,6 +102,7 @@ func testConfig(dbURL, slot string, logger *slog.Logger) relay.Config {
 		LeaderPollInterval: 200 * time.Millisecond,
 		PollInterval:       200 * time.Millisecond,
 		DrainTimeout:       10 * time.Second,
+		LedgerInterval:     500 * time.Millisecond,
 		Logger:             logger,
 	}
 }

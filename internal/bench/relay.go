@@ -373,8 +373,8 @@ type observedPublisher struct {
 	acked func(int)
 }
 
-func (p observedPublisher) LastSequence(ctx context.Context) (uint64, error) {
-	return p.next.LastSequence(ctx)
+func (p observedPublisher) Last(ctx context.Context) (uint64, string, error) {
+	return p.next.Last(ctx)
 }
 
 func (p observedPublisher) EventIDs(ctx context.Context, after, through uint64, fn func(uint64, string) error) error {

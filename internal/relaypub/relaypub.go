@@ -19,8 +19,8 @@ var _ relay.Publisher = Publisher{}
 // New adapts pub.
 func New(pub *jnats.Publisher) Publisher { return Publisher{pub: pub} }
 
-// LastSequence returns the stream's last sequence.
-func (p Publisher) LastSequence(ctx context.Context) (uint64, error) { return p.pub.LastSequence(ctx) }
+// Last returns the stream's last sequence and its message's commit position.
+func (p Publisher) Last(ctx context.Context) (uint64, string, error) { return p.pub.Last(ctx) }
 
 // EventIDs reads the event ids of the stream's messages after after, up to
 // through.
@@ -37,7 +37,7 @@ func (p Publisher) PublishBatch(ctx context.Context, after uint64, events []rela
 	for i, e := range events {
 		out[i] = jnats.Event{ID: e.ID, AggregateType: e.AggregateType, AggregateID: e.AggregateID,
 			AggregateVersion: e.AggregateVersion, EventType: e.EventType, SchemaVersion: e.SchemaVersion,
-			OccurredAt: e.OccurredAt, TraceParent: e.TraceParent, Payload: e.Payload}
+			OccurredAt: e.OccurredAt, TraceParent: e.TraceParent, CommitPosition: e.Position(), Payload: e.Payload}
 	}
 	acked, err := p.pub.PublishBatch(ctx, after, out)
 	if errors.Is(err, jnats.ErrMalformedEvent) {

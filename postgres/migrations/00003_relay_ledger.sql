@@ -1,12 +1,13 @@
 -- +goose NO TRANSACTION
 -- The relay's record of what the event stream holds (see the relay package).
--- Every mode marks a row once the stream has stored it: published_at and
--- stream_seq, the stream sequence it was stored at. relay_stream_mark is the
--- highest sequence whose rows are all marked; the stream's messages after it
--- are read back and marked when a relay starts, so a relay that died between
--- an acknowledgement and its mark repeats nothing. Rows stay unmarked only
--- while the stream does not hold them: they are what a relay backfills, and
--- what an outbox prune never deletes.
+-- A row is marked once the stream has stored it: published_at and stream_seq,
+-- the stream sequence it was stored at. relay_stream_mark is the highest
+-- sequence whose rows are all marked; the stream's messages after it are read
+-- back and marked before the relay backfills or polls, so a relay that died
+-- between an acknowledgement and its mark repeats nothing. The CDC relay
+-- marks in the background (it finds its place from the stream's last message).
+-- Unmarked rows are what a relay backfills; an outbox prune deletes marked
+-- rows only.
 --
 -- Without a transaction, so that the index is built concurrently and the
 -- outbox stays writable; each statement is idempotent.
@@ -24,11 +25,13 @@ CREATE TABLE IF NOT EXISTS relay_stream_mark (
 
 -- One row per replication slot the relay created: the snapshot exported with
 -- the slot. Exactly the transactions visible in it are not streamed by the
--- slot, so they are what the relay backfills before it streams.
+-- slot, so they are what the relay backfills before it streams; backfilled
+-- says that is done.
 CREATE TABLE IF NOT EXISTS relay_slots (
     slot_name      text PRIMARY KEY,
     snapshot       pg_snapshot NOT NULL,
     consistent_lsn pg_lsn NOT NULL,
+    backfilled     boolean NOT NULL DEFAULT false,
     created_at     timestamptz NOT NULL DEFAULT now()
 );
 
