@@ -4,11 +4,12 @@
 // appended twice, and each aggregate's events leave in version order.
 //
 // The relay learns from the stream what it already appended (see ledger.go):
-// each publish names the stream sequence it must be stored at, every
-// appended event's row is marked with that sequence, and a relay starting
-// after a crash reads the stream's messages beyond the last mark back first.
-// A new or re-created slot is preceded by a backfill of the rows committed
-// before it that the stream does not hold.
+// each publish names the stream sequence it must be stored at; each CDC
+// event carries its commit position, and a restarted session resumes after
+// the position of the stream's last message; outbox rows are marked with
+// the sequence the stream stored them at, from what the stream says. A new
+// or re-created slot is preceded by a backfill of the rows committed before
+// it that the stream does not hold.
 //
 // It owns two ways of reading the outbox:
 //

@@ -20,17 +20,24 @@ import (
 //   - The relay is the stream's only writer and appends each event at the
 //     sequence it names (Publisher.PublishBatch), so the stream holds a
 //     gap-free prefix of what the relay sent, in the order it sent it.
-//   - Once the stream acknowledged an event the relay marks its row
-//     (published_at, stream_seq) and raises relay_stream_mark.last_seq, in
-//     one statement, in acknowledgement order: every message up to the mark
-//     is marked.
-//   - A relay that died between an acknowledgement and its mark left
-//     messages after the mark unmarked; reconcile reads them back from the
-//     stream (their event ids) and marks them before anything is sent.
+//   - A row is marked (published_at, stream_seq) with relay_stream_mark.last_seq
+//     raised in the same statement, in stream order, so every message up to
+//     the mark is marked. The backfill and the poll relay mark as the
+//     stream acknowledges; the CDC relay, to keep the publishing path free
+//     of writes, leaves it to keepLedger.
+//   - Messages after the mark (a relay that died between an
+//     acknowledgement and its mark, or CDC's not yet marked) are read back
+//     from the stream (their event ids) and marked by reconcile, which runs
+//     before the backfill asks what the stream lacks and before the poll
+//     relay sends anything.
+//   - The CDC relay itself needs no marks to resume: each event it appends
+//     carries its commit position, and a restarted session skips the
+//     slot's replay up to the position of the stream's last message.
 //
-// So an unmarked row is one the stream does not hold, whatever happened to
-// the slot, the relay or the mode; that is what the backfill publishes and
-// what an outbox prune keeps. The duplicate window plays no part.
+// So after a reconcile an unmarked row is one the stream does not hold,
+// whatever happened to the slot, the relay or the mode; that is what the
+// backfill and the poll relay publish. An outbox prune deletes marked rows
+// only. The duplicate window plays no part.
 
 // errStreamDiverged marks a stream that does not hold what the ledger says
 // it appended. Permanent: appending more could only make it worse.
