@@ -54,11 +54,11 @@ var errSlotActive = errors.New("relay: replication slot is active")
 // stream runs one replication session: a reader decoding the WAL into
 // committed transactions and a publisher goroutine publishing them.
 func (r *Relay) stream(t *term, pool *pgxpool.Pool) error {
-	snapshot, backfilled, err := r.prepareSlot(t.stop, pool)
+	snapshot, backfilledSeq, err := r.prepareSlot(t.stop, pool)
 	if err != nil {
 		return err
 	}
-	if !backfilled {
+	if backfilledSeq < 0 {
 		// The ledger is brought up to the stream before the backfill asks
 		// it what the stream lacks.
 		last, err := r.reconcile(t.stop, pool)
@@ -66,19 +66,29 @@ func (r *Relay) stream(t *term, pool *pgxpool.Pool) error {
 			return err
 		}
 		r.streamLast = last
-		if err := r.backfill(t, pool, snapshot); err != nil {
+		if backfilledSeq, err = r.backfill(t, pool, snapshot); err != nil {
 			return err
 		}
 	}
 	// The slot re-sends what followed its confirmed position, and the
 	// stream may hold a commit-ordered prefix of it (acknowledged, not yet
-	// confirmed): up to the position its last message carries.
+	// confirmed): up to the position of its last message, if that message
+	// is the slot's own (after the backfill; an older slot's positions say
+	// nothing about this one, whose LSNs may even repeat them after a
+	// PostgreSQL failover).
 	last, lastPosition, err := r.pub.Last(t.stop)
 	if err != nil {
 		return fmt.Errorf("relay: stream's last message: %w", err)
 	}
 	r.streamLast = last
-	held, _ := parsePosition(lastPosition)
+	var held position
+	if last > uint64(backfilledSeq) {
+		var ok bool
+		if held, ok = parsePosition(lastPosition); !ok {
+			return permanent(fmt.Errorf("%w: the stream's last message (sequence %d) came after the slot's backfill "+
+				"but has no commit position %q; the relay must be the stream's only writer", errStreamDiverged, last, lastPosition))
+		}
+	}
 
 	cfg, err := r.replicationConfig()
 	if err != nil {

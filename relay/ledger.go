@@ -236,17 +236,18 @@ type slotState struct {
 	// has none for it (created by hand or by an older version, or poll mode
 	// published since).
 	snapshot string
-	// backfilled is true once the rows visible in snapshot that the stream
-	// did not hold were published.
-	backfilled bool
+	// backfilledSeq is the stream's last sequence when the rows visible in
+	// snapshot that the stream did not hold had been published; -1 until
+	// then. Only messages after it come from the slot.
+	backfilledSeq int64
 }
 
 func readSlotState(ctx context.Context, db execer, slot string) (slotState, error) {
 	var st slotState
 	var walStatus, snapshot *string
-	err := db.QueryRow(ctx, `SELECT s.active, s.wal_status, r.snapshot::text, coalesce(r.backfilled, false)
+	err := db.QueryRow(ctx, `SELECT s.active, s.wal_status, r.snapshot::text, coalesce(r.backfilled_seq, -1)
 		FROM pg_replication_slots s LEFT JOIN relay_slots r ON r.slot_name = s.slot_name WHERE s.slot_name = $1`, slot).
-		Scan(&st.active, &walStatus, &snapshot, &st.backfilled)
+		Scan(&st.active, &walStatus, &snapshot, &st.backfilledSeq)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return st, nil
 	}
@@ -265,19 +266,20 @@ func readSlotState(ctx context.Context, db execer, slot string) (slotState, erro
 
 // prepareSlot makes sure the slot exists, is valid and has its snapshot,
 // re-creating it when not, and returns that snapshot (the rows visible in it
-// are those the slot will not stream) and whether they were backfilled.
-func (r *Relay) prepareSlot(ctx context.Context, pool *pgxpool.Pool) (string, bool, error) {
+// are those the slot will not stream) and the stream's last sequence once
+// they were backfilled, -1 if they were not.
+func (r *Relay) prepareSlot(ctx context.Context, pool *pgxpool.Pool) (string, int64, error) {
 	st, err := readSlotState(ctx, pool, r.cfg.SlotName)
 	if err != nil {
-		return "", false, err
+		return "", -1, err
 	}
 	switch {
 	case st.active:
 		// Nothing is sent, not even a backfill, until the previous leader's
 		// walsender is gone.
-		return "", false, fmt.Errorf("%w: streamed by another session", errSlotActive)
+		return "", -1, fmt.Errorf("%w: streamed by another session", errSlotActive)
 	case st.exists && st.walStatus != "lost" && st.snapshot != "":
-		return st.snapshot, st.backfilled, nil
+		return st.snapshot, st.backfilledSeq, nil
 	case !st.exists:
 		r.log.Warn("relay: replication slot is missing (first start, dropped, or a PostgreSQL failover); " +
 			"creating it and backfilling the events committed without it")
@@ -291,7 +293,7 @@ func (r *Relay) prepareSlot(ctx context.Context, pool *pgxpool.Pool) (string, bo
 			"relay published since); re-creating it and backfilling the events the stream does not hold")
 	}
 	snapshot, err := createSlot(ctx, r.cfg, st.exists)
-	return snapshot, false, err
+	return snapshot, -1, err
 }
 
 // createSlot (re-)creates the slot with an exported snapshot and records the
@@ -398,14 +400,15 @@ const backfillQuery = `SELECT o.seq::text, o.id::text, o.aggregate_type, o.aggre
 
 // backfill publishes every row committed before the slot's snapshot that
 // the stream does not hold, and marks it; then it records that the slot is
-// backfilled. The ledger must be reconciled first.
-func (r *Relay) backfill(t *term, pool *pgxpool.Pool, snapshot string) error {
+// backfilled, and after which stream sequence the slot's own events start.
+// The ledger must be reconciled first.
+func (r *Relay) backfill(t *term, pool *pgxpool.Pool, snapshot string) (int64, error) {
 	var after int64
 	total := 0
 	for {
 		rows, err := pool.Query(t.stop, backfillQuery, snapshot, after, r.cfg.BatchSize)
 		if err != nil {
-			return fmt.Errorf("relay: backfill: %w", err)
+			return -1, fmt.Errorf("relay: backfill: %w", err)
 		}
 		var events []Event
 		for rows.Next() {
@@ -414,28 +417,28 @@ func (r *Relay) backfill(t *term, pool *pgxpool.Pool, snapshot string) error {
 				&vals[colAggregateVersion], &vals[colEventType], &vals[colSchemaVersion], &vals[colPayload],
 				&vals[colHeaders], &vals[colOccurredAt]); err != nil {
 				rows.Close()
-				return fmt.Errorf("relay: backfill: %w", err)
+				return -1, fmt.Errorf("relay: backfill: %w", err)
 			}
 			ev, err := eventFromText(vals)
 			if err != nil {
 				rows.Close()
-				return err
+				return -1, err
 			}
 			events = append(events, ev)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return fmt.Errorf("relay: backfill: %w", err)
+			return -1, fmt.Errorf("relay: backfill: %w", err)
 		}
 		if len(events) == 0 {
-			if _, err := pool.Exec(t.stop, `UPDATE relay_slots SET backfilled = true WHERE slot_name = $1`,
-				r.cfg.SlotName); err != nil {
-				return fmt.Errorf("relay: backfill: %w", err)
+			if _, err := pool.Exec(t.stop, `UPDATE relay_slots SET backfilled_seq = $2 WHERE slot_name = $1`,
+				r.cfg.SlotName, int64(r.streamLast)); err != nil {
+				return -1, fmt.Errorf("relay: backfill: %w", err)
 			}
 			if total > 0 {
 				r.log.Info("relay: backfill done", "events", total)
 			}
-			return nil
+			return int64(r.streamLast), nil
 		}
 		if total == 0 {
 			r.log.Info("relay: backfilling the events committed before the slot that the stream does not hold")
@@ -445,7 +448,7 @@ func (r *Relay) backfill(t *term, pool *pgxpool.Pool, snapshot string) error {
 			return markAcked(t.hard, pool, acked, firstSeq)
 		})
 		if err != nil {
-			return err
+			return -1, err
 		}
 		total += len(events)
 		after = events[len(events)-1].Seq

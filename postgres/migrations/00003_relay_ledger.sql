@@ -25,13 +25,15 @@ CREATE TABLE IF NOT EXISTS relay_stream_mark (
 
 -- One row per replication slot the relay created: the snapshot exported with
 -- the slot. Exactly the transactions visible in it are not streamed by the
--- slot, so they are what the relay backfills before it streams; backfilled
--- says that is done.
+-- slot, so they are what the relay backfills before it streams. backfilled_seq
+-- is the stream's last sequence once that was done: the messages after it are
+-- the slot's own, so only their commit positions say where the slot resumes
+-- (after a PostgreSQL failover, LSNs may repeat those of an older slot).
 CREATE TABLE IF NOT EXISTS relay_slots (
     slot_name      text PRIMARY KEY,
     snapshot       pg_snapshot NOT NULL,
     consistent_lsn pg_lsn NOT NULL,
-    backfilled     boolean NOT NULL DEFAULT false,
+    backfilled_seq bigint,
     created_at     timestamptz NOT NULL DEFAULT now()
 );
 
