@@ -229,9 +229,11 @@ func (p *Publisher) PublishBatch(ctx context.Context, after uint64, events []Eve
 	for pa := range queue {
 		ack, err := awaitAck(ctx, pa.fut)
 		<-slots
-		// A duplicate stored exactly where this publish names is stored as
-		// asked: another publisher of the same events (a leader that just
-		// lost its lease) got there first. Anywhere else it is a conflict.
+		// A clustered stream checks the duplicate window before the expected
+		// sequence: a duplicate stored exactly where this publish names
+		// (another publisher of the same events, a leader that just lost its
+		// lease, got there first) is stored as asked. Anywhere else the
+		// event is stored out of place.
 		if err == nil && ack.Sequence != after+uint64(pa.index)+1 {
 			err = fmt.Errorf("%w: acknowledged as sequence %d (duplicate %v), want %d",
 				ErrUnexpectedSequence, ack.Sequence, ack.Duplicate, after+uint64(pa.index)+1)

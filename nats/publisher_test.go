@@ -379,3 +379,22 @@ func TestPublishBatchSurvivesServerRestart(t *testing.T) {
 		lastInPartition[key] = i
 	}
 }
+
+// A publisher that re-sends what another one (a relay that just lost its
+// lease) already stored, within the duplicate window, is refused: the stream
+// is past the sequence it names. Nothing is stored twice.
+func TestPublishBatchRefusesWhatAnotherPublisherStored(t *testing.T) {
+	t.Parallel()
+	_, _, js := setup(t)
+	first, second := newPublisher(t, js, PublisherConfig{}), newPublisher(t, js, PublisherConfig{})
+	events := makeEvents(50)
+	if n, err := first.PublishBatch(t.Context(), 0, events); err != nil || n != len(events) {
+		t.Fatalf("first PublishBatch = %d, %v", n, err)
+	}
+	if n, err := second.PublishBatch(t.Context(), 20, events[20:]); n != 0 || !errors.Is(err, ErrUnexpectedSequence) {
+		t.Fatalf("second PublishBatch of the same suffix = %d, %v; want 0 and ErrUnexpectedSequence", n, err)
+	}
+	if got := streamMsgs(t, js, "EVENTS"); got != uint64(len(events)) {
+		t.Fatalf("stream holds %d messages, want %d", got, len(events))
+	}
+}
