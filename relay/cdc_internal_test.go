@@ -1,14 +1,18 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func newTestStream(t *testing.T) *cdcStream {
@@ -406,5 +410,62 @@ func TestNormalizeSnapshot(t *testing.T) {
 	}
 	if _, err := normalizeSnapshot("x:1:"); err == nil {
 		t.Error("normalizeSnapshot accepted a malformed snapshot")
+	}
+}
+
+// TestWALStatusWarnings feeds the slot's WAL status samples to the relay:
+// unreserved is a warning and lost an error, each logged once when the
+// status turns so, and the metrics follow every sample.
+func TestWALStatusWarnings(t *testing.T) {
+	t.Parallel()
+	var logs bytes.Buffer
+	r := &Relay{cfg: Config{DatabaseURL: "postgres://x@127.0.0.1/x"}.withDefaults(),
+		log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	reg := prometheus.NewRegistry()
+	var err error
+	if r.metrics, err = newMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	gauge := func(name, status string) float64 {
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() != name {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				if status == "" || len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == status {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+		t.Fatalf("no %s{%s}", name, status)
+		return 0
+	}
+	safe := int64(1 << 20)
+	for _, status := range []string{"reserved", "unreserved", "unreserved", "lost", "lost", ""} {
+		r.noteWALStatus(status, &safe)
+	}
+	out := logs.String()
+	if strings.Count(out, "level=WARN") != 1 || !strings.Contains(out, "WAL is unreserved") {
+		t.Errorf("want one warning for unreserved; logs:\n%s", out)
+	}
+	if strings.Count(out, "level=ERROR") != 1 || !strings.Contains(out, "invalidated (wal_status=lost)") {
+		t.Errorf("want one error for lost; logs:\n%s", out)
+	}
+	r.noteWALStatus("unreserved", nil)
+	if got := gauge("jetcqrs_relay_slot_wal_status", "unreserved"); got != 1 {
+		t.Errorf("wal_status{unreserved} = %v, want 1", got)
+	}
+	if got := gauge("jetcqrs_relay_slot_wal_status", "lost"); got != 0 {
+		t.Errorf("wal_status{lost} = %v, want 0", got)
+	}
+	if got := gauge("jetcqrs_relay_slot_safe_wal_size_bytes", ""); got != -1 {
+		t.Errorf("safe_wal_size = %v, want -1 (unlimited)", got)
+	}
+	if st := r.Status(); st.WALStatus != "unreserved" || st.SafeWALSizeBytes != nil {
+		t.Errorf("Status() = %+v", st)
 	}
 }
