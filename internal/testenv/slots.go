@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -14,9 +15,11 @@ import (
 // packages, run at once, respect it too.
 const slotLockKey int64 = 0x6a65_7463_7172_7302
 
-// exclusive records the tests holding the lock exclusively, which must not
-// also wait for it shared.
-var exclusive sync.Map
+// holders records, by test name, the tests holding the lock (shared or
+// exclusively). A test, or a subtest of one, that holds it does not ask
+// again: a second request would queue behind a waiting exclusive one, which
+// waits for the first, and the test would hang.
+var holders sync.Map
 
 // ExclusiveSlots waits until no other test uses a replication slot and holds
 // them off until t ends. Call it before RequireLogicalWAL, in a test that
@@ -25,8 +28,6 @@ var exclusive sync.Map
 func ExclusiveSlots(t testing.TB) {
 	t.Helper()
 	holdSlotLock(t, `SELECT pg_advisory_lock($1)`)
-	exclusive.Store(t, true)
-	t.Cleanup(func() { exclusive.Delete(t) })
 }
 
 func holdSlotLock(t testing.TB, sql string) {
@@ -39,14 +40,34 @@ func holdSlotLock(t testing.TB, sql string) {
 	if _, err := conn.Exec(context.Background(), sql, slotLockKey); err != nil {
 		t.Fatalf("testenv: slot lock: %v", err)
 	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
+	holders.Store(t.Name(), true)
+	t.Cleanup(func() {
+		holders.Delete(t.Name())
+		conn.Close(context.Background())
+	})
+}
+
+// holdsSlotLock reports whether t or a test it is a subtest of holds the
+// lock.
+func holdsSlotLock(t testing.TB) bool {
+	name := t.Name()
+	for {
+		if _, ok := holders.Load(name); ok {
+			return true
+		}
+		i := strings.LastIndexByte(name, '/')
+		if i < 0 {
+			return false
+		}
+		name = name[:i]
+	}
 }
 
 // holdSlotLockShared is RequireLogicalWAL's part: a slot test runs while no
 // test changes slot settings.
 func holdSlotLockShared(t testing.TB) {
 	t.Helper()
-	if _, ok := exclusive.Load(t); ok {
+	if holdsSlotLock(t) {
 		return
 	}
 	holdSlotLock(t, `SELECT pg_advisory_lock_shared($1)`)
