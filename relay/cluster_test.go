@@ -32,11 +32,13 @@ func TestStreamLeaderKilledWhilePublishing(t *testing.T) {
 			i+1, leader+1, next+1, e.streamCount(), len(w.committedIDs()))
 		w.waitCommitted(len(w.committedIDs())+500, 30*time.Second)
 		c.Restart(leader)
+		c.WaitCurrent(js, nats.DefaultStreamName)
 	}
 	w.finish()
 	committed := w.committedIDs()
 	e.waitCount(uint64(len(committed)), 2*time.Minute)
 	time.Sleep(time.Second)
+	c.WaitCurrent(js, nats.DefaultStreamName)
 	got := e.streamEvents()
 	checkExactlyOnce(t, got, committed)
 	checkAggregateOrder(t, got)

@@ -198,6 +198,34 @@ func (c *Cluster) StreamLeader(stream string) int {
 	return -1
 }
 
+// WaitCurrent waits, up to two minutes, until stream has a leader and every
+// replica is online and caught up: call it after Restart before killing
+// another node, or the cluster may be left without a quorum.
+func (c *Cluster) WaitCurrent(js jetstream.JetStream, stream string) {
+	c.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s, err := js.Stream(ctx, stream)
+		cancel()
+		if err == nil {
+			if cl := s.CachedInfo().Cluster; cl != nil && cl.Leader != "" && len(cl.Replicas) == Size-1 {
+				current := true
+				for _, p := range cl.Replicas {
+					current = current && p.Current && !p.Offline
+				}
+				if current {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("natstest: stream %s not current on every node within 2 minutes (last error %v)", stream, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // Kill stops node i at once, as a crash would (its store stays).
 func (c *Cluster) Kill(i int) {
 	c.mu.Lock()

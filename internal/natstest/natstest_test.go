@@ -29,4 +29,5 @@ func TestClusterProvisionsReplicatedStreams(t *testing.T) {
 		t.Fatalf("node %d still leads EVENTS after it was killed", old+1)
 	}
 	c.Restart(old)
+	c.WaitCurrent(js, jnats.DefaultStreamName)
 }
