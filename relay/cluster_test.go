@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jetcqrs/jetcqrs/internal/natstest"
 	"github.com/jetcqrs/jetcqrs/nats"
 )
@@ -39,7 +41,46 @@ func TestStreamLeaderKilledWhilePublishing(t *testing.T) {
 	e.waitCount(uint64(len(committed)), 2*time.Minute)
 	time.Sleep(time.Second)
 	c.WaitCurrent(js, nats.DefaultStreamName)
-	got := e.streamEvents()
+	got := readClusterStream(t, js)
 	checkExactlyOnce(t, got, committed)
 	checkAggregateOrder(t, got)
+}
+
+// readClusterStream reads EVENTS message by message, retrying each read
+// while the cluster settles (a consumer could land on a node still catching
+// up).
+func readClusterStream(t *testing.T, js jetstream.JetStream) []nats.Event {
+	t.Helper()
+	var out []nats.Event
+	deadline := time.Now().Add(2 * time.Minute)
+	retry := func(err error) {
+		if time.Now().After(deadline) {
+			t.Fatalf("read EVENTS: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var stream jetstream.Stream
+	for stream == nil {
+		s, err := js.Stream(t.Context(), nats.DefaultStreamName)
+		if err != nil {
+			retry(err)
+			continue
+		}
+		stream = s
+	}
+	last := stream.CachedInfo().State.LastSeq
+	for seq := stream.CachedInfo().State.FirstSeq; seq <= last; {
+		m, err := stream.GetMsg(t.Context(), seq)
+		if err != nil {
+			retry(err)
+			continue
+		}
+		ev, err := nats.DecodeMsg(m.Subject, m.Header, m.Data)
+		if err != nil {
+			t.Fatalf("stream seq %d: %v", seq, err)
+		}
+		out = append(out, ev)
+		seq++
+	}
+	return out
 }
