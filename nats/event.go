@@ -28,6 +28,12 @@ const (
 	HeaderOccurredAt = "Jetcqrs-Occurred-At"
 	// HeaderTraceParent is the W3C trace context header.
 	HeaderTraceParent = "traceparent"
+	// HeaderCommitPosition is where in the write store's commit order the
+	// event was read, when the producer knows it (the CDC relay: the commit
+	// LSN of its transaction and its index in it, e.g. "0/1A2B3C4:2").
+	// Optional; the relay reads it back from the stream's last message to
+	// know where its replication slot's replay is already in the stream.
+	HeaderCommitPosition = "Jetcqrs-Commit-Position"
 )
 
 // ErrMalformedEvent is matched (errors.Is) by every error Event.Msg and
@@ -70,7 +76,9 @@ type Event struct {
 	// sent and not decoded (the W3C spec tells receivers to ignore it), so
 	// bad trace data never blocks an event.
 	TraceParent string
-	Payload     []byte // JSON
+	// CommitPosition is the HeaderCommitPosition value, or "".
+	CommitPosition string
+	Payload        []byte // JSON
 }
 
 // Msg builds the JetStream message for e: subject
@@ -103,6 +111,9 @@ func (e Event) Msg(partitions int) (*natsgo.Msg, error) {
 		}
 		h[k] = vals[i : i+1 : i+1]
 	}
+	if e.CommitPosition != "" {
+		h[HeaderCommitPosition] = []string{e.CommitPosition}
+	}
 	return &natsgo.Msg{
 		Subject: Subject(e.AggregateType, Partition(e.AggregateID, partitions), e.EventType),
 		Header:  h,
@@ -122,6 +133,11 @@ func (e Event) validate() error {
 	}
 	if err := validateHeaderValue(e.AggregateID); err != nil {
 		return malformed(HeaderAggregateID, "%q: %v", e.AggregateID, err)
+	}
+	if e.CommitPosition != "" {
+		if err := validateHeaderValue(e.CommitPosition); err != nil {
+			return malformed(HeaderCommitPosition, "%q: %v", e.CommitPosition, err)
+		}
 	}
 	if e.AggregateVersion < 1 {
 		return malformed(HeaderAggregateVersion, "%d is not >= 1", e.AggregateVersion)
@@ -215,6 +231,9 @@ func DecodeMsg(subject string, headers natsgo.Header, data []byte) (Event, error
 	e.OccurredAt = e.OccurredAt.UTC()
 	if tp := headers[HeaderTraceParent]; len(tp) == 1 && validTraceParent(tp[0]) {
 		e.TraceParent = tp[0]
+	}
+	if cp := headers[HeaderCommitPosition]; len(cp) == 1 {
+		e.CommitPosition = cp[0]
 	}
 	if !json.Valid(data) {
 		return Event{}, malformed("payload", "not valid JSON")

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +23,8 @@ var ErrPublisherClosed = errors.New("nats: publisher closed")
 
 // PublisherConfig configures a Publisher. Zero fields take defaults.
 type PublisherConfig struct {
+	// Stream is the stream the events go to (default EVENTS).
+	Stream string
 	// Partitions must be the stream's partition count (default 16); use
 	// the StreamConfig given to EnsureStream.
 	Partitions int
@@ -42,6 +44,9 @@ type PublisherConfig struct {
 }
 
 func (c PublisherConfig) withDefaults() PublisherConfig {
+	if c.Stream == "" {
+		c.Stream = DefaultStreamName
+	}
 	if c.Partitions == 0 {
 		c.Partitions = DefaultPartitions
 	}
@@ -70,25 +75,33 @@ func (c PublisherConfig) Validate() error {
 
 // AckInfo describes one acknowledged event, for PublisherConfig.OnAck.
 type AckInfo struct {
-	Index     int    // position in the batch passed to PublishBatch
-	Event     *Event // the batch's element; do not retain or modify
-	Sequence  uint64 // stream sequence (of the original message, for a duplicate)
-	Duplicate bool   // the stream already held this event id
-	SentAt    time.Time
-	AckedAt   time.Time
+	Index    int    // position in the batch passed to PublishBatch
+	Event    *Event // the batch's element; do not retain or modify
+	Sequence uint64 // the event's stream sequence
+	SentAt   time.Time
+	AckedAt  time.Time
 }
 
 // PublisherStats are cumulative counters since NewPublisher.
 type PublisherStats struct {
-	Published  uint64    // acks for events newly stored
-	Duplicates uint64    // acks for events the stream already held (dropped by Nats-Msg-Id)
-	Failed     uint64    // publishes that failed or timed out
-	Reordered  uint64    // events stored after an earlier event of the same partition was rejected; see PublishBatch
-	LastAck    time.Time // zero before the first ack
+	Published uint64    // events the stream acknowledged as stored
+	Failed    uint64    // publishes that failed or timed out
+	LastAck   time.Time // zero before the first ack
 }
 
+// ErrUnexpectedSequence is matched (errors.Is) by PublishBatch's error when
+// the stream's last sequence was not the one the batch was published after:
+// another writer appended to the stream, or an earlier publish of the batch
+// failed and the server refused the ones behind it. The caller learns the
+// stream's state again (Last, EventIDs) before it retries.
+var ErrUnexpectedSequence = errors.New("nats: stream sequence is not the expected one")
+
 // Publisher publishes batches of events to JetStream in order, pipelined:
-// up to MaxInFlight asynchronous publishes are outstanding at once.
+// up to MaxInFlight asynchronous publishes are outstanding at once. It is
+// meant to be the stream's only writer: every publish names the sequence
+// the stream must end at before storing it (Nats-Expected-Last-Sequence),
+// so the server stores a batch as a gap-free prefix, in slice order, and
+// never stores an event after one it refused.
 //
 // It publishes on js's connection through its own asynchronous-publish
 // context, so its window, ack timeout and pending acks are not shared with
@@ -101,8 +114,8 @@ type Publisher struct {
 	busy    chan struct{} // holds a token while a PublishBatch or Flush runs
 	closed  atomic.Bool
 
-	published, duplicates, failed, reordered atomic.Uint64
-	lastAck                                  atomic.Int64 // unix nanoseconds
+	published, failed atomic.Uint64
+	lastAck           atomic.Int64 // unix nanoseconds
 }
 
 // NewPublisher returns a Publisher for the connection behind js.
@@ -130,6 +143,7 @@ func NewPublisher(js jetstream.JetStream, cfg PublisherConfig, logger *slog.Logg
 			// except for publishes a cancelled batch left behind; wait for
 			// those to time out rather than fail after nats.go's 200ms.
 			jetstream.WithStallWait(cfg.AckTimeout),
+			jetstream.WithExpectStream(cfg.Stream),
 		},
 		busy: make(chan struct{}, 1),
 	}, nil
@@ -143,30 +157,25 @@ type pendingAck struct {
 
 // PublishBatch publishes events in slice order with Nats-Msg-Id = event id,
 // keeping at most MaxInFlight unacknowledged, and waits until every
-// published event is acknowledged or has failed.
+// published event is acknowledged or has failed. after is the stream's last
+// sequence as the caller knows it: events[i] is stored only as sequence
+// after+i+1 (its publish carries Nats-Expected-Last-Sequence after+i).
 //
 // Guarantee: acked is the length of the longest prefix events[:acked] whose
-// every event the stream has acknowledged as stored (an ack saying
-// Duplicate counts: the event was already stored). Those events are durable
-// in the stream in slice order and the caller may confirm its position up to
-// them. err is the first failure in slice order (nil when acked ==
-// len(events)); an ack for a later event does not extend the prefix. The
-// caller retries events[acked:]; events of that suffix that did reach the
-// stream are dropped as duplicates if retried within the stream's duplicate
-// window. Sending stops as soon as the first failure is seen.
-//
-// A failure that leaves the outcome unknown (disconnect, ack timeout) keeps
-// the stream in slice order: on one connection the server stores messages
-// in the order sent, so anything after a lost message is lost too. Only a
-// definite rejection of an event (a stream error, no stream responding)
-// followed by acceptance of a later event already in flight can store
-// events out of slice order; Stats().Reordered counts such later events
-// that share the rejected event's partition and an error is logged.
+// every event the stream has acknowledged as stored; they hold sequences
+// after+1 … after+acked. err is the first failure in slice order (nil when
+// acked == len(events)). Because each publish names its predecessor's
+// sequence, the server stores nothing after an event it refused (a definite
+// rejection: the later events fail with ErrUnexpectedSequence) and never
+// stores an event twice. After an unknown outcome (disconnect, ack
+// timeout) the stream may hold more than the acked prefix, but always a
+// prefix of events: the caller learns how much from Last and
+// EventIDs before it retries.
 //
 // An event that fails Event.Msg's validation stops the batch there with an
 // error matching ErrMalformedEvent; retrying it cannot succeed. If ctx ends,
 // PublishBatch returns promptly with ctx's error and the prefix acked so far.
-func (p *Publisher) PublishBatch(ctx context.Context, events []Event) (acked int, err error) {
+func (p *Publisher) PublishBatch(ctx context.Context, after uint64, events []Event) (acked int, err error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -204,6 +213,7 @@ func (p *Publisher) PublishBatch(ctx context.Context, events []Event) (acked int
 				sendErr = fmt.Errorf("nats: publish event %d: %w", i, err)
 				return
 			}
+			msg.Header[jetstream.ExpectedLastSeqHeader] = []string{strconv.FormatUint(after+uint64(i), 10)}
 			sentAt := time.Now()
 			fut, err := p.js.PublishMsgAsync(msg, p.pubOpts...)
 			if err != nil {
@@ -216,43 +226,37 @@ func (p *Publisher) PublishBatch(ctx context.Context, events []Event) (acked int
 	}()
 
 	var firstErr error
-	rejectedPartition := "" // partition of the first failure, if the server definitely rejected it
 	for pa := range queue {
 		ack, err := awaitAck(ctx, pa.fut)
 		<-slots
+		// A clustered stream checks the duplicate window before the expected
+		// sequence: a duplicate stored exactly where this publish names
+		// (another publisher of the same events, a leader that just lost its
+		// lease, got there first) is stored as asked. Anywhere else the
+		// event is stored out of place.
+		if err == nil && ack.Sequence != after+uint64(pa.index)+1 {
+			err = fmt.Errorf("%w: acknowledged as sequence %d (duplicate %v), want %d",
+				ErrUnexpectedSequence, ack.Sequence, ack.Duplicate, after+uint64(pa.index)+1)
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				p.failed.Add(1)
 			}
 			if firstErr == nil {
-				firstErr = fmt.Errorf("nats: publish event %d (%s): %w", pa.index, events[pa.index].ID, err)
+				firstErr = fmt.Errorf("nats: publish event %d (%s): %w", pa.index, events[pa.index].ID, classify(err))
 				close(stop)
-				if isRejection(err) {
-					rejectedPartition = partitionOfSubject(pa.fut.Msg().Subject)
-				}
 			}
 			continue
 		}
 		now := time.Now()
 		p.lastAck.Store(now.UnixNano())
-		if ack.Duplicate {
-			p.duplicates.Add(1)
-		} else {
-			p.published.Add(1)
-		}
-		switch {
-		case firstErr == nil:
+		p.published.Add(1)
+		if firstErr == nil {
 			acked++
 			if p.cfg.OnAck != nil {
 				p.cfg.OnAck(AckInfo{Index: pa.index, Event: &events[pa.index], Sequence: ack.Sequence,
-					Duplicate: ack.Duplicate, SentAt: pa.sentAt, AckedAt: now})
+					SentAt: pa.sentAt, AckedAt: now})
 			}
-		case rejectedPartition != "" && !ack.Duplicate && partitionOfSubject(pa.fut.Msg().Subject) == rejectedPartition:
-			p.reordered.Add(1)
-			p.logger.Error("event stored after an earlier event of its partition was rejected; "+
-				"this partition's stream order no longer matches commit order once the rejected event is retried",
-				"event_id", events[pa.index].ID, "subject", pa.fut.Msg().Subject, "stream_seq", ack.Sequence,
-				"rejection", firstErr)
 		}
 	}
 	if firstErr == nil {
@@ -279,19 +283,85 @@ func awaitAck(ctx context.Context, fut jetstream.PubAckFuture) (*jetstream.PubAc
 	}
 }
 
-// isRejection reports whether err means the server did not store the
-// message, as opposed to an unknown outcome (disconnect, timeout).
-func isRejection(err error) bool {
+// classify makes the server's "wrong last sequence" match
+// ErrUnexpectedSequence.
+func classify(err error) error {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) || errors.Is(err, jetstream.ErrNoStreamResponse)
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return fmt.Errorf("%w: %w", ErrUnexpectedSequence, err)
+	}
+	return err
 }
 
-// partitionOfSubject strips the event type: events.order.3.X -> events.order.3.
-func partitionOfSubject(subject string) string {
-	if i := strings.LastIndexByte(subject, '.'); i >= 0 {
-		return subject[:i]
+// Last returns the sequence of the stream's last message (0 for a stream
+// that never held one; a purge keeps it) and that message's commit position
+// (HeaderCommitPosition), "" when it has none or is gone.
+func (p *Publisher) Last(ctx context.Context) (seq uint64, position string, err error) {
+	s, err := p.js.Stream(ctx, p.cfg.Stream)
+	if err != nil {
+		return 0, "", fmt.Errorf("nats: stream %s: %w", p.cfg.Stream, err)
 	}
-	return subject
+	st := s.CachedInfo().State
+	if st.LastSeq == 0 || st.Msgs == 0 {
+		return st.LastSeq, "", nil
+	}
+	msg, err := s.GetMsg(ctx, st.LastSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return st.LastSeq, "", nil
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("nats: stream %s: last message: %w", p.cfg.Stream, err)
+	}
+	return st.LastSeq, msg.Header.Get(HeaderCommitPosition), nil
+}
+
+// EventIDs calls fn, in stream order, with the sequence and event id
+// (Nats-Msg-Id) of every message stored after sequence after, up to and
+// including through. It reads headers only, through an ordered consumer.
+func (p *Publisher) EventIDs(ctx context.Context, after, through uint64, fn func(seq uint64, id string) error) error {
+	if through <= after {
+		return nil
+	}
+	cons, err := p.js.OrderedConsumer(ctx, p.cfg.Stream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   after + 1,
+		HeadersOnly:   true,
+	})
+	if err != nil {
+		return fmt.Errorf("nats: read stream %s: %w", p.cfg.Stream, err)
+	}
+	for {
+		batch, err := cons.Fetch(int(min(through-after, 4096)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return fmt.Errorf("nats: read stream %s: %w", p.cfg.Stream, err)
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			meta, err := msg.Metadata()
+			if err != nil {
+				return fmt.Errorf("nats: read stream %s: %w", p.cfg.Stream, err)
+			}
+			seq := meta.Sequence.Stream
+			if seq > through {
+				return nil
+			}
+			if err := fn(seq, msg.Headers().Get(HeaderMsgID)); err != nil {
+				return err
+			}
+			after = seq
+			if seq == through || meta.NumPending == 0 {
+				return nil
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("nats: read stream %s: %w", p.cfg.Stream, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("nats: read stream %s: no message after sequence %d within 5s", p.cfg.Stream, after)
+		}
+	}
 }
 
 // Flush waits until no PublishBatch is running and every publish this
@@ -321,12 +391,7 @@ func (p *Publisher) Close(ctx context.Context) error {
 
 // Stats returns a snapshot of the counters.
 func (p *Publisher) Stats() PublisherStats {
-	s := PublisherStats{
-		Published:  p.published.Load(),
-		Duplicates: p.duplicates.Load(),
-		Failed:     p.failed.Load(),
-		Reordered:  p.reordered.Load(),
-	}
+	s := PublisherStats{Published: p.published.Load(), Failed: p.failed.Load()}
 	if ns := p.lastAck.Load(); ns != 0 {
 		s.LastAck = time.Unix(0, ns)
 	}

@@ -63,7 +63,7 @@ func TestPublishBatchStoresEveryEventOnceInOrder(t *testing.T) {
 	p := newPublisher(t, js, PublisherConfig{OnAck: func(a AckInfo) { acks = append(acks, a) }})
 	events := makeEvents(20_000)
 
-	acked, err := p.PublishBatch(t.Context(), events)
+	acked, err := p.PublishBatch(t.Context(), 0, events)
 	if err != nil || acked != len(events) {
 		t.Fatalf("PublishBatch = %d, %v; want %d, nil", acked, err, len(events))
 	}
@@ -83,44 +83,60 @@ func TestPublishBatchStoresEveryEventOnceInOrder(t *testing.T) {
 		t.Fatalf("OnAck called %d times, want %d", len(acks), len(events))
 	}
 	for i, a := range acks {
-		if a.Index != i || a.Event != &events[i] || a.Sequence != uint64(i+1) || a.Duplicate || a.AckedAt.Before(a.SentAt) {
+		if a.Index != i || a.Event != &events[i] || a.Sequence != uint64(i+1) || a.AckedAt.Before(a.SentAt) {
 			t.Fatalf("ack %d = %+v", i, a)
 		}
 	}
 	st := p.Stats()
-	if st.Published != uint64(len(events)) || st.Duplicates != 0 || st.Failed != 0 || st.LastAck.IsZero() {
+	if st.Published != uint64(len(events)) || st.Failed != 0 || st.LastAck.IsZero() {
 		t.Fatalf("stats = %+v", st)
 	}
 }
 
-func TestPublishBatchRepublishAddsNothing(t *testing.T) {
+// Re-publishing stored events after the duplicate window has passed stores
+// nothing: each publish names the sequence the stream must be at, so a
+// repeat is refused whatever the window remembers.
+func TestPublishBatchRefusesRepeatsAfterTheDuplicateWindow(t *testing.T) {
 	t.Parallel()
-	_, _, js := setup(t)
-	dups := 0
-	p := newPublisher(t, js, PublisherConfig{OnAck: func(a AckInfo) {
-		if a.Duplicate {
-			dups++
-			if a.Sequence != uint64(a.Index+1) {
-				t.Errorf("duplicate ack for event %d names sequence %d, want the original %d", a.Index, a.Sequence, a.Index+1)
-			}
-		}
-	}})
-	events := makeEvents(5000)
-	if n, err := p.PublishBatch(t.Context(), events); err != nil || n != len(events) {
+	logger := testLogger(t)
+	srv := startServer(t, logger)
+	_, js := connect(t, srv.ClientURL(), logger)
+	if _, err := EnsureStream(t.Context(), js, StreamConfig{DuplicateWindow: 100 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	p := newPublisher(t, js, PublisherConfig{})
+	events := makeEvents(500)
+	if n, err := p.PublishBatch(t.Context(), 0, events); err != nil || n != len(events) {
 		t.Fatalf("first PublishBatch = %d, %v", n, err)
 	}
-	n, err := p.PublishBatch(t.Context(), events)
-	if err != nil || n != len(events) {
-		t.Fatalf("re-publish = %d, %v; want every event acknowledged", n, err)
+	time.Sleep(time.Second) // the window has forgotten the ids
+	n, err := p.PublishBatch(t.Context(), 0, events)
+	if n != 0 || !errors.Is(err, ErrUnexpectedSequence) {
+		t.Fatalf("re-publish = %d, %v; want 0 and ErrUnexpectedSequence", n, err)
 	}
-	if dups != len(events) {
-		t.Fatalf("%d of %d re-published events acked as duplicates", dups, len(events))
+	n, err = p.PublishBatch(t.Context(), 200, events[200:])
+	if n != 0 || !errors.Is(err, ErrUnexpectedSequence) {
+		t.Fatalf("re-publish of a suffix = %d, %v; want 0 and ErrUnexpectedSequence", n, err)
 	}
 	if got := streamMsgs(t, js, "EVENTS"); got != uint64(len(events)) {
 		t.Fatalf("stream holds %d messages after re-publishing, want %d", got, len(events))
 	}
-	if st := p.Stats(); st.Published != uint64(len(events)) || st.Duplicates != uint64(len(events)) {
-		t.Fatalf("stats = %+v", st)
+	last, _, err := p.Last(t.Context())
+	if err != nil || last != uint64(len(events)) {
+		t.Fatalf("Last = %d, %v; want %d", last, err, len(events))
+	}
+	var ids []string
+	if err := p.EventIDs(t.Context(), 490, last, func(seq uint64, id string) error {
+		if seq != uint64(491+len(ids)) {
+			t.Errorf("EventIDs: sequence %d at position %d", seq, len(ids))
+		}
+		ids = append(ids, id)
+		return nil
+	}); err != nil {
+		t.Fatalf("EventIDs: %v", err)
+	}
+	if len(ids) != 10 || ids[0] != events[490].ID || ids[9] != events[499].ID {
+		t.Fatalf("EventIDs(490, %d) = %v", last, ids)
 	}
 }
 
@@ -132,10 +148,10 @@ func TestPublishBatchWindowSizes(t *testing.T) {
 	for _, window := range []int{1, 7, 1000, 5000} {
 		p := newPublisher(t, js, PublisherConfig{MaxInFlight: window})
 		batch := events[offset : offset+300]
-		offset += 300
-		if n, err := p.PublishBatch(t.Context(), batch); err != nil || n != len(batch) {
+		if n, err := p.PublishBatch(t.Context(), uint64(offset), batch); err != nil || n != len(batch) {
 			t.Fatalf("window %d: PublishBatch = %d, %v", window, n, err)
 		}
+		offset += 300
 	}
 	stored := readStream(t, js, "EVENTS")
 	for i := range events {
@@ -152,7 +168,7 @@ func TestPublishBatchStopsAtMalformedEvent(t *testing.T) {
 	events := makeEvents(500)
 	events[200].EventType = "Order.Placed"
 
-	n, err := p.PublishBatch(t.Context(), events)
+	n, err := p.PublishBatch(t.Context(), 0, events)
 	if n != 200 || !errors.Is(err, ErrMalformedEvent) {
 		t.Fatalf("PublishBatch = %d, %v; want 200 and ErrMalformedEvent", n, err)
 	}
@@ -168,19 +184,20 @@ func TestPublishBatchWithoutStream(t *testing.T) {
 	_, js := connect(t, srv.ClientURL(), logger)
 	p := newPublisher(t, js, PublisherConfig{})
 
-	n, err := p.PublishBatch(t.Context(), makeEvents(100))
+	n, err := p.PublishBatch(t.Context(), 0, makeEvents(100))
 	if n != 0 || !errors.Is(err, jetstream.ErrNoStreamResponse) {
 		t.Fatalf("PublishBatch with no stream = %d, %v; want 0, ErrNoStreamResponse", n, err)
 	}
-	if st := p.Stats(); st.Failed == 0 || st.Reordered != 0 {
+	if st := p.Stats(); st.Failed == 0 || st.Published != 0 {
 		t.Fatalf("stats = %+v", st)
 	}
 }
 
-// A definite rejection in the middle of a window: the acked prefix stops at
-// the rejected event although later ones were stored, and the publisher
-// reports those later events of the same partition as reordered.
-func TestPublishBatchRejectedEventEndsPrefix(t *testing.T) {
+// A definite rejection in the middle of a window: the events already in
+// flight behind the rejected one are refused too (they name a sequence the
+// stream never reached), so none of them lands before the rejected event's
+// retry and an aggregate's order cannot break.
+func TestPublishBatchStoresNothingAfterARejection(t *testing.T) {
 	t.Parallel()
 	logger := testLogger(t)
 	srv := startServer(t, logger)
@@ -192,23 +209,24 @@ func TestPublishBatchRejectedEventEndsPrefix(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := newPublisher(t, js, PublisherConfig{})
-	events := makeEvents(10)
+	events := makeEvents(200)
 	for i := range events { // one aggregate, one partition
 		events[i].AggregateType, events[i].AggregateID, events[i].AggregateVersion = "order", "order-1", int64(i+1)
 		events[i].EventType = "OrderPlaced"
 	}
 	events[5].Payload = []byte(`"` + strings.Repeat("x", 2048) + `"`)
 
-	n, err := p.PublishBatch(t.Context(), events)
+	n, err := p.PublishBatch(t.Context(), 0, events)
 	var apiErr *jetstream.APIError
-	if n != 5 || !errors.As(err, &apiErr) {
-		t.Fatalf("PublishBatch = %d, %v; want 5 and the server's rejection", n, err)
+	if n != 5 || !errors.As(err, &apiErr) || errors.Is(err, ErrUnexpectedSequence) {
+		t.Fatalf("PublishBatch = %d, %v; want 5 and the server's rejection of event 5", n, err)
 	}
-	// Events 6-9 were already in flight; whether the stream stored them
-	// depends on timing, and each stored one is reported.
-	stored := streamMsgs(t, js, "EVENTS")
-	if st := p.Stats(); stored < 5 || st.Reordered != stored-5 || st.Published != stored {
-		t.Fatalf("stream holds %d; stats = %+v", stored, st)
+	stored := readStream(t, js, "EVENTS")
+	if len(stored) != 5 {
+		t.Fatalf("stream holds %d events, want only the 5 before the rejected one", len(stored))
+	}
+	if st := p.Stats(); st.Published != 5 {
+		t.Fatalf("stats = %+v", st)
 	}
 }
 
@@ -219,7 +237,7 @@ func TestPublishBatchAfterCloseAndCancel(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if n, err := p.PublishBatch(ctx, makeEvents(10)); n != 0 || !errors.Is(err, context.Canceled) {
+	if n, err := p.PublishBatch(ctx, 0, makeEvents(10)); n != 0 || !errors.Is(err, context.Canceled) {
 		t.Fatalf("PublishBatch with a cancelled context = %d, %v", n, err)
 	}
 
@@ -233,7 +251,7 @@ func TestPublishBatchAfterCloseAndCancel(t *testing.T) {
 		}
 	}})
 	events := makeEvents(5000)
-	n, err := mid.PublishBatch(ctx, events)
+	n, err := mid.PublishBatch(ctx, 0, events)
 	if !errors.Is(err, context.Canceled) || n < 101 || n >= len(events) {
 		t.Fatalf("PublishBatch cancelled at the 101st ack = %d, %v", n, err)
 	}
@@ -247,7 +265,7 @@ func TestPublishBatchAfterCloseAndCancel(t *testing.T) {
 	if err := p.Close(t.Context()); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if _, err := p.PublishBatch(t.Context(), makeEvents(1)); !errors.Is(err, ErrPublisherClosed) {
+	if _, err := p.PublishBatch(t.Context(), 0, makeEvents(1)); !errors.Is(err, ErrPublisherClosed) {
 		t.Fatalf("PublishBatch after Close = %v, want ErrPublisherClosed", err)
 	}
 }
@@ -307,7 +325,7 @@ func TestPublishBatchSurvivesServerRestart(t *testing.T) {
 	const chunk = 500
 	failures := 0
 	for next := 0; next < len(events); {
-		n, err := p.PublishBatch(ctx, events[next:min(next+chunk, len(events))])
+		n, err := p.PublishBatch(ctx, uint64(next), events[next:min(next+chunk, len(events))])
 		next += n
 		if err != nil {
 			if ctx.Err() != nil {
@@ -315,6 +333,19 @@ func TestPublishBatchSurvivesServerRestart(t *testing.T) {
 			}
 			failures++
 			time.Sleep(20 * time.Millisecond)
+			// An unknown outcome may have stored more than the acked
+			// prefix: the stream says how much.
+			for {
+				last, _, err := p.Last(ctx)
+				if err == nil {
+					next = int(last)
+					break
+				}
+				if ctx.Err() != nil {
+					t.Fatalf("Last: %v", err)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 		}
 	}
 	if err := <-restarted; err != nil {
@@ -347,7 +378,23 @@ func TestPublishBatchSurvivesServerRestart(t *testing.T) {
 		}
 		lastInPartition[key] = i
 	}
-	if st := p.Stats(); st.Reordered != 0 {
-		t.Fatalf("stats report reordering: %+v", st)
+}
+
+// A publisher that re-sends what another one (a relay that just lost its
+// lease) already stored, within the duplicate window, is refused: the stream
+// is past the sequence it names. Nothing is stored twice.
+func TestPublishBatchRefusesWhatAnotherPublisherStored(t *testing.T) {
+	t.Parallel()
+	_, _, js := setup(t)
+	first, second := newPublisher(t, js, PublisherConfig{}), newPublisher(t, js, PublisherConfig{})
+	events := makeEvents(50)
+	if n, err := first.PublishBatch(t.Context(), 0, events); err != nil || n != len(events) {
+		t.Fatalf("first PublishBatch = %d, %v", n, err)
+	}
+	if n, err := second.PublishBatch(t.Context(), 20, events[20:]); n != 0 || !errors.Is(err, ErrUnexpectedSequence) {
+		t.Fatalf("second PublishBatch of the same suffix = %d, %v; want 0 and ErrUnexpectedSequence", n, err)
+	}
+	if got := streamMsgs(t, js, "EVENTS"); got != uint64(len(events)) {
+		t.Fatalf("stream holds %d messages, want %d", got, len(events))
 	}
 }

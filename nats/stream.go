@@ -31,6 +31,12 @@ const (
 	MaxPartitions = 1024
 )
 
+// ErrStreamLimits is matched by the error EnsureStream returns for an
+// EVENTS stream that would drop events: a maximum age, size or message count
+// (per subject too), or discard-new. Read models are rebuilt by replaying the
+// whole stream, so an event the stream dropped is lost for good.
+var ErrStreamLimits = errors.New("nats: the event stream has limits")
+
 // ErrPartitionMismatch is matched by the *PartitionMismatchError EnsureStream
 // returns when the stream exists with another partition count.
 var ErrPartitionMismatch = errors.New("nats: partition count mismatch")
@@ -55,7 +61,9 @@ func (e *PartitionMismatchError) Error() string {
 // Unwrap makes errors.Is(err, ErrPartitionMismatch) true.
 func (e *PartitionMismatchError) Unwrap() error { return ErrPartitionMismatch }
 
-// StreamConfig configures the EVENTS stream. Zero fields take defaults.
+// StreamConfig configures the EVENTS stream. Zero fields take defaults. The
+// stream has no limits: it is the event log every read model is rebuilt
+// from, so it keeps every event (see ErrStreamLimits).
 type StreamConfig struct {
 	Name string // default "EVENTS"
 	// Subjects the stream binds; default ["events.>"]. It must include
@@ -67,9 +75,7 @@ type StreamConfig struct {
 	// DuplicateWindow is how long JetStream remembers Nats-Msg-Ids to drop
 	// re-published events. Default 2m. Mutable.
 	DuplicateWindow time.Duration
-	Replicas        int           // default 1; mutable (clustered servers)
-	MaxAge          time.Duration // 0 keeps events forever; mutable
-	MaxBytes        int64         // 0 means unlimited; mutable
+	Replicas        int // default 1; mutable (clustered servers)
 }
 
 func (c StreamConfig) withDefaults() StreamConfig {
@@ -100,7 +106,7 @@ func (c StreamConfig) Validate() error {
 	if !slices.Contains(c.Subjects, SubjectRoot+".>") {
 		return fmt.Errorf("nats: StreamConfig.Subjects %q must include %s.>, the subjects events are published on", c.Subjects, SubjectRoot)
 	}
-	return validateStreamLimits("StreamConfig", c.Name, c.Subjects, c.DuplicateWindow, c.Replicas, c.MaxAge, c.MaxBytes)
+	return validateStreamLimits("StreamConfig", c.Name, c.Subjects, c.DuplicateWindow, c.Replicas, 0, 0)
 }
 
 func (c StreamConfig) jetstream() jetstream.StreamConfig {
@@ -113,8 +119,7 @@ func (c StreamConfig) jetstream() jetstream.StreamConfig {
 		Storage:     jetstream.FileStorage,
 		Replicas:    c.Replicas,
 		Duplicates:  c.DuplicateWindow,
-		MaxAge:      c.MaxAge,
-		MaxBytes:    unlimitedIfZero(c.MaxBytes),
+		MaxBytes:    -1,
 		MaxMsgs:     -1,
 		Metadata:    map[string]string{PartitionsMetadataKey: strconv.Itoa(c.Partitions)},
 	}
@@ -122,9 +127,11 @@ func (c StreamConfig) jetstream() jetstream.StreamConfig {
 
 // EnsureStream creates the EVENTS stream (file storage) if it does not
 // exist, recording cfg.Partitions in its metadata, and otherwise brings the
-// mutable settings (subjects, duplicate window, replicas, max age, max
-// bytes) in line with cfg. It is idempotent and safe to run concurrently
+// mutable settings (subjects, duplicate window, replicas) in line with cfg. It is idempotent and safe to run concurrently
 // from several processes.
+//
+// It refuses a stream with limits (ErrStreamLimits): it does not lift them,
+// since an operator set them and events may already be gone.
 //
 // It refuses, with a *PartitionMismatchError (errors.Is ErrPartitionMismatch),
 // a stream created with another partition count, and with a plain error a
@@ -136,6 +143,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 	}
 	cfg = cfg.withDefaults()
 	return ensureStream(ctx, js, cfg.jetstream(), func(info *jetstream.StreamInfo) error {
+		if err := checkNoLimits(info); err != nil {
+			return err
+		}
 		recorded, ok := info.Config.Metadata[PartitionsMetadataKey]
 		if !ok {
 			if info.State.Msgs == 0 && info.State.LastSeq == 0 {
@@ -154,6 +164,33 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 		}
 		return nil
 	})
+}
+
+// checkNoLimits refuses an event stream that can drop events.
+func checkNoLimits(info *jetstream.StreamInfo) error {
+	c := info.Config
+	var limits []string
+	if c.MaxAge > 0 {
+		limits = append(limits, fmt.Sprintf("max age %s (--max-age=0)", c.MaxAge))
+	}
+	if c.MaxBytes > 0 {
+		limits = append(limits, fmt.Sprintf("max bytes %d (--max-bytes=-1)", c.MaxBytes))
+	}
+	if c.MaxMsgs > 0 {
+		limits = append(limits, fmt.Sprintf("max messages %d (--max-msgs=-1)", c.MaxMsgs))
+	}
+	if c.MaxMsgsPerSubject > 0 {
+		limits = append(limits, fmt.Sprintf("max messages per subject %d (--max-msgs-per-subject=-1)", c.MaxMsgsPerSubject))
+	}
+	if c.Discard == jetstream.DiscardNew {
+		limits = append(limits, "discard new (--discard=old)")
+	}
+	if len(limits) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: stream %s has %s; read models are rebuilt from the whole history, so the stream must keep "+
+		"every event. Fix: nats stream edit %s with the flags shown (events already removed are lost from the stream; "+
+		"the outbox may still hold them)", ErrStreamLimits, c.Name, strings.Join(limits, ", "), c.Name)
 }
 
 // DeadLetterConfig configures the dead-letter stream projections publish

@@ -17,7 +17,7 @@ func TestStreamConfigValidate(t *testing.T) {
 		wantErr string
 	}{
 		{"defaults", StreamConfig{}, ""},
-		{"custom", StreamConfig{Name: "EVENTS_TEST", Subjects: []string{"events.>"}, Partitions: 64, MaxAge: time.Hour}, ""},
+		{"custom", StreamConfig{Name: "EVENTS_TEST", Subjects: []string{"events.>"}, Partitions: 64}, ""},
 		{"dotted name", StreamConfig{Name: "EV.ENTS"}, "Name"},
 		{"spaced name", StreamConfig{Name: "EV ENTS"}, "Name"},
 		{"bad subject", StreamConfig{Subjects: []string{"events.>", "events..x"}}, "Subjects"},
@@ -26,10 +26,7 @@ func TestStreamConfigValidate(t *testing.T) {
 		{"partitions negative", StreamConfig{Partitions: -1}, "Partitions"},
 		{"partitions too many", StreamConfig{Partitions: MaxPartitions + 1}, "Partitions"},
 		{"negative window", StreamConfig{DuplicateWindow: -time.Second}, "DuplicateWindow"},
-		{"window beyond max age", StreamConfig{MaxAge: time.Minute, DuplicateWindow: 2 * time.Minute}, "DuplicateWindow"},
 		{"replicas", StreamConfig{Replicas: 7}, "Replicas"},
-		{"negative max age", StreamConfig{MaxAge: -1}, "MaxAge"},
-		{"negative max bytes", StreamConfig{MaxBytes: -1}, "MaxBytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,7 +103,7 @@ func TestEnsureStream(t *testing.T) {
 	})
 
 	t.Run("updates duplicate window", func(t *testing.T) {
-		upd, err := EnsureStream(ctx, js, StreamConfig{DuplicateWindow: 5 * time.Minute, MaxAge: 24 * time.Hour})
+		upd, err := EnsureStream(ctx, js, StreamConfig{DuplicateWindow: 5 * time.Minute})
 		if err != nil {
 			t.Fatalf("EnsureStream with a new window: %v", err)
 		}
@@ -114,11 +111,31 @@ func TestEnsureStream(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if fresh.Config.Duplicates != 5*time.Minute || fresh.Config.MaxAge != 24*time.Hour {
-			t.Fatalf("window %s max age %s, want 5m and 24h", fresh.Config.Duplicates, fresh.Config.MaxAge)
+		if fresh.Config.Duplicates != 5*time.Minute {
+			t.Fatalf("window %s, want 5m", fresh.Config.Duplicates)
 		}
 		if fresh.Config.Metadata[PartitionsMetadataKey] != "16" {
 			t.Fatalf("update lost the partition metadata: %v", fresh.Config.Metadata)
+		}
+	})
+
+	t.Run("refuses limits", func(t *testing.T) {
+		s, err := js.Stream(ctx, "EVENTS")
+		if err != nil {
+			t.Fatal(err)
+		}
+		limited := s.CachedInfo().Config
+		limited.MaxAge = 24 * time.Hour
+		if _, err := js.UpdateStream(ctx, limited); err != nil {
+			t.Fatal(err)
+		}
+		_, err = EnsureStream(ctx, js, StreamConfig{DuplicateWindow: 5 * time.Minute})
+		if !errors.Is(err, ErrStreamLimits) || !strings.Contains(err.Error(), "max age 24h0m0s") {
+			t.Fatalf("EnsureStream on a stream with a max age = %v, want ErrStreamLimits naming it", err)
+		}
+		limited.MaxAge = 0
+		if _, err := js.UpdateStream(ctx, limited); err != nil {
+			t.Fatal(err)
 		}
 	})
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -608,6 +609,12 @@ func indexOfSeq(items []delivered, seq uint64) int {
 func (w *worker) deadLetter(ctx context.Context, m jetstream.Msg, md *jetstream.MsgMetadata, reason string) {
 	out := natsgo.NewMsg(fmt.Sprintf("dlq.%s.%d", w.p.Name, w.partition))
 	for k, v := range m.Headers() {
+		// The relay's publish conditions (Nats-Expected-Last-Sequence, …)
+		// are stored with the event; copied, they would hold the dead
+		// letter to the event stream's sequence.
+		if strings.HasPrefix(k, "Nats-Expected-") {
+			continue
+		}
 		out.Header[k] = append([]string(nil), v...)
 	}
 	seq := strconv.FormatUint(md.Sequence.Stream, 10)

@@ -90,7 +90,11 @@ func publishTyped(t *testing.T, js *testenv.JetStream, n, aggregates int, eventT
 			AggregateVersion: versions[agg], EventType: eventType, SchemaVersion: 1,
 			OccurredAt: time.Now().UTC(), Payload: json.RawMessage(`{"n":` + fmt.Sprint(i) + `}`)}
 	}
-	if acked, err := pub.PublishBatch(context.Background(), events); err != nil || acked != n {
+	after, _, err := pub.Last(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acked, err := pub.PublishBatch(context.Background(), after, events); err != nil || acked != n {
 		t.Fatalf("publish: acked %d of %d: %v", acked, n, err)
 	}
 }

@@ -54,6 +54,42 @@ var errSlotActive = errors.New("relay: replication slot is active")
 // stream runs one replication session: a reader decoding the WAL into
 // committed transactions and a publisher goroutine publishing them.
 func (r *Relay) stream(t *term, pool *pgxpool.Pool) error {
+	snapshot, backfilledSeq, err := r.prepareSlot(t.stop, pool)
+	if err != nil {
+		return err
+	}
+	if backfilledSeq < 0 {
+		// The ledger is brought up to the stream before the backfill asks
+		// it what the stream lacks.
+		last, err := r.reconcile(t.stop, pool)
+		if err != nil {
+			return err
+		}
+		r.streamLast = last
+		if backfilledSeq, err = r.backfill(t, pool, snapshot); err != nil {
+			return err
+		}
+	}
+	// The slot re-sends what followed its confirmed position, and the
+	// stream may hold a commit-ordered prefix of it (acknowledged, not yet
+	// confirmed): up to the position of its last message, if that message
+	// is the slot's own (after the backfill; an older slot's positions say
+	// nothing about this one, whose LSNs may even repeat them after a
+	// PostgreSQL failover).
+	last, lastPosition, err := r.pub.Last(t.stop)
+	if err != nil {
+		return fmt.Errorf("relay: stream's last message: %w", err)
+	}
+	r.streamLast = last
+	var held position
+	if last > uint64(backfilledSeq) {
+		var ok bool
+		if held, ok = parsePosition(lastPosition); !ok {
+			return permanent(fmt.Errorf("%w: the stream's last message (sequence %d) came after the slot's backfill "+
+				"but has no commit position %q; the relay must be the stream's only writer", errStreamDiverged, last, lastPosition))
+		}
+	}
+
 	cfg, err := r.replicationConfig()
 	if err != nil {
 		return permanent(err)
@@ -120,7 +156,7 @@ func (r *Relay) stream(t *term, pool *pgxpool.Pool) error {
 	defer cancelPipeHard()
 	go func() {
 		defer close(s.pubDone)
-		s.pubErr = r.publishCommitted(pipeStop, pipeHard, s.queue)
+		s.pubErr = r.publishCommitted(pipeStop, pipeHard, s.queue, held)
 	}()
 
 	readErr := s.read(t.stop)
@@ -408,7 +444,7 @@ func (s *cdcStream) insert(data []byte) error {
 // the session out.
 func (s *cdcStream) commit(ctx context.Context, events []Event, end LSN, at time.Time) error {
 	for i := range events {
-		events[i].CommitLSN, events[i].CommitTime = end, at
+		events[i].CommitLSN, events[i].TxIndex, events[i].CommitTime = end, i, at
 	}
 	tx := &committedTx{events: slices.Clip(events), end: end}
 	if s.queue.tryPush(tx) {
@@ -436,7 +472,7 @@ func (s *cdcStream) commit(ctx context.Context, events []Event, end LSN, at time
 // batches of up to BatchSize events that may span transactions or split a
 // large one. A transaction's end LSN becomes the confirmed position only
 // when its last event, and every event before it, is acknowledged.
-func (r *Relay) publishCommitted(stop, hard context.Context, q *commitQueue) error {
+func (r *Relay) publishCommitted(stop, hard context.Context, q *commitQueue, held position) error {
 	// pending are transactions taken from the queue and not yet fully
 	// acknowledged; the first off events of pending[0] are.
 	var pending []*committedTx
@@ -449,15 +485,20 @@ func (r *Relay) publishCommitted(stop, hard context.Context, q *commitQueue) err
 			off = 0
 		}
 	}
-	acked := func(events []Event) error {
-		for n := len(events); n > 0; {
+	advance := func(n int) {
+		for n > 0 {
 			k := min(n, len(pending[0].events)-off)
 			off += k
 			n -= k
 			settle()
 		}
+	}
+	acked := func(events []Event, _ uint64) error {
+		advance(len(events))
 		return nil
 	}
+	// Until the first event the stream does not hold, each batch is checked.
+	replaying := true
 	batch := make([]Event, 0, r.cfg.BatchSize)
 	for {
 		settle()
@@ -499,8 +540,24 @@ func (r *Relay) publishCommitted(stop, hard context.Context, q *commitQueue) err
 		if len(batch) == 0 {
 			continue // only empty transactions: settle confirms them
 		}
-		if err := r.publishAll(stop, hard, batch, acked); err != nil {
-			return err
+		send := batch
+		if replaying {
+			n := 0
+			for n < len(batch) && !held.before(batch[n]) {
+				n++
+			}
+			if n > 0 {
+				r.metrics.skipped.Add(float64(n))
+				r.log.Info("relay: skipped events the slot sent again that the stream already holds", "events", n)
+				advance(n)
+			}
+			send = batch[n:]
+			replaying = len(send) == 0
+		}
+		if len(send) > 0 {
+			if err := r.publishAll(stop, hard, send, acked); err != nil {
+				return err
+			}
 		}
 		clear(batch)
 	}

@@ -1,14 +1,18 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func newTestStream(t *testing.T) *cdcStream {
@@ -147,15 +151,21 @@ func TestStreamAssemblyRejectsProtocolErrors(t *testing.T) {
 
 // scriptedPublisher acknowledges per a script of answers and then
 // everything; on every call it checks that the relay never confirmed past
-// the last transaction it had fully stored.
+// the last transaction it had fully stored, and that it appends right after
+// what the stream holds.
 type scriptedPublisher struct {
 	t      *testing.T
 	r      *Relay
 	txs    []*committedTx // every transaction the relay is given, in order
 	mu     sync.Mutex
-	script []int // acked count of the next calls; -1 acknowledges all
+	script []answer
 	stored []Event
 }
+
+// answer is one scripted PublishBatch outcome: acked events acknowledged,
+// and lost more stored whose acknowledgement is lost; acked -1 stores and
+// acknowledges all.
+type answer struct{ acked, lost int }
 
 // safe is the end of the last transaction whose events, and all before
 // them, are stored.
@@ -172,33 +182,60 @@ func (p *scriptedPublisher) safe() LSN {
 	return safe
 }
 
-func (p *scriptedPublisher) PublishBatch(_ context.Context, events []Event) (int, error) {
+func (p *scriptedPublisher) Last(context.Context) (uint64, string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.stored) == 0 {
+		return 0, "", nil
+	}
+	return uint64(len(p.stored)), p.stored[len(p.stored)-1].Position(), nil
+}
+
+func (p *scriptedPublisher) EventIDs(_ context.Context, after, through uint64, fn func(uint64, string) error) error {
+	p.mu.Lock()
+	stored := slices.Clone(p.stored[after:min(through, uint64(len(p.stored)))])
+	p.mu.Unlock()
+	for i, e := range stored {
+		if err := fn(after+uint64(i)+1, e.ID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *scriptedPublisher) PublishBatch(_ context.Context, after uint64, events []Event) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, safe := LSN(p.r.confirmed.Load()), p.safe(); c > safe {
 		p.t.Errorf("confirmed %s before everything up to it was stored (safe %s)", c, safe)
 	}
-	n := len(events)
+	if after != uint64(len(p.stored)) {
+		p.t.Errorf("PublishBatch after sequence %d; the stream holds %d", after, len(p.stored))
+		return 0, errors.New("wrong last sequence")
+	}
+	n, stored := len(events), len(events)
 	var err error
 	if len(p.script) > 0 {
-		if p.script[0] >= 0 {
-			n, err = min(p.script[0], n), errors.New("nats: ack timeout")
+		if a := p.script[0]; a.acked >= 0 {
+			n, stored, err = min(a.acked, n), min(a.acked+a.lost, n), errors.New("nats: ack timeout")
 		}
 		p.script = p.script[1:]
 	}
-	p.stored = append(p.stored, events[:n]...)
+	p.stored = append(p.stored, events[:stored]...)
 	return n, err
 }
 
 // TestPublishCommittedConfirmsOnlyAcknowledged runs the publisher goroutine
-// over transactions larger than a batch, with partial acknowledgements and
-// failures, and checks order, completeness and the confirmed position.
+// over transactions larger than a batch, with partial acknowledgements,
+// failures and lost acknowledgements, after a restart whose slot re-sends
+// events the stream already holds, and checks order, completeness and the
+// confirmed position.
 func TestPublishCommittedConfirmsOnlyAcknowledged(t *testing.T) {
 	t.Parallel()
 	r := &Relay{cfg: Config{DatabaseURL: "postgres://x@127.0.0.1/x", BatchSize: 4, MaxPendingEvents: 8}.withDefaults()}
 	r.metrics, _ = newMetrics(nil)
 	r.log = r.cfg.Logger
-	pub := &scriptedPublisher{t: t, r: r, script: []int{-1, 2, 0, 3, -1, 1, -1}}
+	pub := &scriptedPublisher{t: t, r: r, script: []answer{{-1, 0}, {2, 0}, {0, 0}, {3, 1}, {-1, 0}, {1, 2}, {0, 3}, {-1, 0}}}
 	r.pub = pub
 
 	q := newCommitQueue(r.cfg.MaxPendingEvents)
@@ -211,14 +248,32 @@ func TestPublishCommittedConfirmsOnlyAcknowledged(t *testing.T) {
 		for range n {
 			seq++
 			want = append(want, seq)
-			tx.events = append(tx.events, Event{Seq: seq, CommitLSN: tx.end})
+			tx.events = append(tx.events, Event{Seq: seq, ID: fmt.Sprintf("00000000-0000-0000-0000-%012d", seq),
+				CommitLSN: tx.end, TxIndex: len(tx.events)})
 		}
 		txs = append(txs, tx)
 	}
+	// The stream already holds the first 3 events: acknowledged before a
+	// crash, not confirmed, so the slot sends them again. Its last message
+	// carries the third's position.
+	const held = 3
+	for _, tx := range txs {
+		for _, e := range tx.events {
+			if e.Seq <= held {
+				pub.stored = append(pub.stored, e)
+			}
+		}
+	}
+	r.streamLast = held
 	pub.txs = txs
+	_, lastPosition, _ := pub.Last(t.Context())
+	heldThrough, ok := parsePosition(lastPosition)
+	if !ok {
+		t.Fatalf("parsePosition(%q) failed", lastPosition)
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- r.publishCommitted(ctx, t.Context(), q) }()
+	go func() { done <- r.publishCommitted(ctx, t.Context(), q, heldThrough) }()
 	for _, tx := range txs {
 		for !q.tryPush(tx) {
 			<-q.notFull
@@ -243,8 +298,8 @@ func TestPublishCommittedConfirmsOnlyAcknowledged(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("stored seqs %v, want %v", got, want)
 	}
-	if n := r.published.Load(); n != uint64(len(want)) {
-		t.Errorf("published %d, want %d", n, len(want))
+	if n := r.published.Load(); n != uint64(len(want)-held) {
+		t.Errorf("published %d, want %d", n, len(want)-held)
 	}
 }
 
@@ -313,5 +368,104 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if _, err := New(ok, nil); err == nil {
 		t.Error("New accepted a nil Publisher")
+	}
+}
+
+func TestPositionOrder(t *testing.T) {
+	t.Parallel()
+	e := Event{CommitLSN: 0x16B374D848, TxIndex: 2}
+	if got := e.Position(); got != "16/B374D848:2" {
+		t.Fatalf("Position() = %q", got)
+	}
+	p, ok := parsePosition(e.Position())
+	if !ok || p.before(e) {
+		t.Fatalf("parsePosition(%q) = %+v, %v; an event must not come after its own position", e.Position(), p, ok)
+	}
+	for _, later := range []Event{{CommitLSN: 0x16B374D848, TxIndex: 3}, {CommitLSN: 0x16B374D849}} {
+		if !p.before(later) {
+			t.Errorf("%s does not come after %s", later.Position(), e.Position())
+		}
+	}
+	if (Event{}).Position() != "" || !(position{}).before(Event{CommitLSN: 1}) {
+		t.Error("an event without a commit LSN has a position, or the zero position does not precede everything")
+	}
+	for _, bad := range []string{"", "16/B374D848", "x:1", "16/B374D848:-1"} {
+		if _, ok := parsePosition(bad); ok {
+			t.Errorf("parsePosition(%q) accepted it", bad)
+		}
+	}
+}
+
+func TestNormalizeSnapshot(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"164948:164946:":       "164948:164948:",
+		"100:105:101,103":      "100:105:101,103",
+		"100:100:":             "100:100:",
+		"164948:164946:164947": "164948:164948:",
+	} {
+		if got, err := normalizeSnapshot(in); err != nil || got != want {
+			t.Errorf("normalizeSnapshot(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := normalizeSnapshot("x:1:"); err == nil {
+		t.Error("normalizeSnapshot accepted a malformed snapshot")
+	}
+}
+
+// TestWALStatusWarnings feeds the slot's WAL status samples to the relay:
+// unreserved is a warning and lost an error, each logged once when the
+// status turns so, and the metrics follow every sample.
+func TestWALStatusWarnings(t *testing.T) {
+	t.Parallel()
+	var logs bytes.Buffer
+	r := &Relay{cfg: Config{DatabaseURL: "postgres://x@127.0.0.1/x"}.withDefaults(),
+		log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	reg := prometheus.NewRegistry()
+	var err error
+	if r.metrics, err = newMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	gauge := func(name, status string) float64 {
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() != name {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				if status == "" || len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == status {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+		t.Fatalf("no %s{%s}", name, status)
+		return 0
+	}
+	safe := int64(1 << 20)
+	for _, status := range []string{"reserved", "unreserved", "unreserved", "lost", "lost", ""} {
+		r.noteWALStatus(status, &safe)
+	}
+	out := logs.String()
+	if strings.Count(out, "level=WARN") != 1 || !strings.Contains(out, "WAL is unreserved") {
+		t.Errorf("want one warning for unreserved; logs:\n%s", out)
+	}
+	if strings.Count(out, "level=ERROR") != 1 || !strings.Contains(out, "invalidated (wal_status=lost)") {
+		t.Errorf("want one error for lost; logs:\n%s", out)
+	}
+	r.noteWALStatus("unreserved", nil)
+	if got := gauge("jetcqrs_relay_slot_wal_status", "unreserved"); got != 1 {
+		t.Errorf("wal_status{unreserved} = %v, want 1", got)
+	}
+	if got := gauge("jetcqrs_relay_slot_wal_status", "lost"); got != 0 {
+		t.Errorf("wal_status{lost} = %v, want 0", got)
+	}
+	if got := gauge("jetcqrs_relay_slot_safe_wal_size_bytes", ""); got != -1 {
+		t.Errorf("safe_wal_size = %v, want -1 (unlimited)", got)
+	}
+	if st := r.Status(); st.WALStatus != "unreserved" || st.SafeWALSizeBytes != nil {
+		t.Errorf("Status() = %+v", st)
 	}
 }

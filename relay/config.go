@@ -35,6 +35,7 @@ const (
 	DefaultPollInterval       = time.Second
 	DefaultBatchSize          = 4096
 	DefaultDrainTimeout       = 10 * time.Second
+	DefaultLedgerInterval     = time.Minute
 )
 
 // Config configures a Relay. Zero fields take the defaults above.
@@ -87,6 +88,11 @@ type Config struct {
 	// DrainTimeout bounds how long Run waits for in-flight publishes after
 	// its context ends. Default 10s.
 	DrainTimeout time.Duration
+	// LedgerInterval is how often the CDC relay marks the outbox rows of
+	// the events it appended since the last time, reading their ids back
+	// from the stream. The CDC relay does not mark as it publishes; only
+	// marked rows can be pruned. Default 1m.
+	LedgerInterval time.Duration
 	// Logger receives the relay's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the relay's metrics; nil leaves them unregistered.
@@ -134,6 +140,9 @@ func (c Config) withDefaults() Config {
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
 	}
+	if c.LedgerInterval == 0 {
+		c.LedgerInterval = DefaultLedgerInterval
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -170,6 +179,7 @@ func (c Config) Validate() error {
 		{"DeadPeerTimeout", c.DeadPeerTimeout},
 		{"PollInterval", c.PollInterval},
 		{"DrainTimeout", c.DrainTimeout},
+		{"LedgerInterval", c.LedgerInterval},
 	} {
 		if d.v < 0 {
 			return fmt.Errorf("relay: Config.%s %s is negative", d.name, d.v)

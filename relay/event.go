@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -27,23 +29,34 @@ type Event struct {
 	// CommitLSN is the end of the commit record of the event's transaction
 	// (CDC); zero in poll mode.
 	CommitLSN LSN
+	// TxIndex is the event's index in its transaction (CDC).
+	TxIndex int
 	// CommitTime is when the event's transaction committed (CDC). In poll
 	// mode the commit time is unknown and OccurredAt, taken just before the
 	// commit, stands in for it.
 	CommitTime time.Time
 }
 
-// Publisher is where the relay sends events.
+// Publisher is the event stream the relay appends to. The relay must be the
+// stream's only writer: it learns from the stream what it already appended.
 type Publisher interface {
-	// PublishBatch publishes events in order and returns how many of them,
-	// counted from the first, the stream has durably stored. It may return
-	// acked < len(events) only with a non-nil error; the relay then retries
-	// events[acked:] with backoff, so an implementation must keep events
-	// with the same ID idempotent (the stream's duplicate window). It
-	// returns when every event is acknowledged, one failed, or ctx ended.
-	// An event that can never be stored (it breaks the stream's envelope
-	// contract) is reported with an error matching ErrEventRejected.
-	PublishBatch(ctx context.Context, events []Event) (acked int, err error)
+	// Last returns the sequence of the stream's last message, 0 for a
+	// stream that never held one, and that message's commit position (what
+	// Event.Position gave when it was published), "" when it has none.
+	Last(ctx context.Context) (seq uint64, position string, err error)
+	// EventIDs calls fn in stream order with the sequence and event id of
+	// each message stored after sequence after, up to through.
+	EventIDs(ctx context.Context, after, through uint64, fn func(seq uint64, id string) error) error
+	// PublishBatch appends events in order, events[i] only as sequence
+	// after+i+1, and returns how many of them, counted from the first, the
+	// stream has acknowledged. It may return acked < len(events) only with
+	// a non-nil error; the stream then holds a prefix of events (perhaps
+	// longer than acked, after an unknown outcome) and never one of them
+	// after an event it refused. It returns when every event is
+	// acknowledged, one failed, or ctx ended. An event that can never be
+	// stored (it breaks the stream's envelope contract) is reported with an
+	// error matching ErrEventRejected.
+	PublishBatch(ctx context.Context, after uint64, events []Event) (acked int, err error)
 }
 
 // ErrEventRejected is what a Publisher's error matches when retrying cannot
@@ -51,6 +64,42 @@ type Publisher interface {
 // an event and break its aggregate's order, so the relay stops (Run returns
 // the error) and an operator must repair the outbox row.
 var ErrEventRejected = errors.New("relay: event rejected by the stream")
+
+// Position is where the event stands in the write store's commit order, as
+// the CDC relay read it: "<commit LSN>:<index in its transaction>", e.g.
+// "16/B374D848:2". It is "" for events read by a query (backfill, polling),
+// whose commit LSN is unknown. Published with each event, it tells a
+// restarted relay how far its slot's replay is already in the stream.
+func (e Event) Position() string {
+	if e.CommitLSN == 0 {
+		return ""
+	}
+	return e.CommitLSN.String() + ":" + strconv.Itoa(e.TxIndex)
+}
+
+// position is a parsed Event.Position; the zero value precedes every event.
+type position struct {
+	lsn   LSN
+	index int
+}
+
+func parsePosition(s string) (position, bool) {
+	lsnText, idx, ok := strings.Cut(s, ":")
+	if !ok {
+		return position{}, false
+	}
+	lsn, err := parseLSN(lsnText)
+	i, ierr := strconv.Atoi(idx)
+	if err != nil || ierr != nil || i < 0 {
+		return position{}, false
+	}
+	return position{lsn: lsn, index: i}, true
+}
+
+// before reports whether p comes before e in commit order.
+func (p position) before(e Event) bool {
+	return e.CommitLSN > p.lsn || e.CommitLSN == p.lsn && e.TxIndex > p.index
+}
 
 // LSN is a PostgreSQL WAL position.
 type LSN uint64

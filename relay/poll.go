@@ -37,8 +37,9 @@ import (
 //     visible, version n is visible with a smaller seq and comes first.
 //   - Rows are marked in the order they were acknowledged, only by the
 //     session holding the leader lock, so a relay that lost the leadership
-//     cannot mark anything; a crash between the acknowledgement and the
-//     mark re-sends rows that the stream's duplicate window drops.
+//     cannot mark anything. A crash between the acknowledgement and the
+//     mark re-sends nothing: the next leader reads the stream's messages
+//     after the ledger's mark back and marks their rows first (reconcile).
 //
 // The price of the horizon: while a transaction that began before a
 // committed row's transaction keeps running (a long batch job), rows behind
@@ -139,18 +140,9 @@ func (r *Relay) pollOnce(t *term, conn *pgx.Conn) (n int, blocked bool, err erro
 	if len(events) == 0 {
 		return 0, blocked, nil
 	}
-	seqs := make([]int64, 0, len(events))
-	err = r.publishAll(t.stop, t.hard, events, func(acked []Event) error {
-		seqs = seqs[:0]
-		for _, e := range acked {
-			seqs = append(seqs, e.Seq)
-		}
+	err = r.publishAll(t.stop, t.hard, events, func(acked []Event, firstSeq uint64) error {
 		// hard, not stop: acknowledged rows are marked while draining too.
-		_, err := conn.Exec(t.hard, `UPDATE `+outboxTable+` SET published_at = now() WHERE seq = ANY($1)`, seqs)
-		if err != nil {
-			return fmt.Errorf("relay: mark published: %w", err)
-		}
-		return nil
+		return markAcked(t.hard, conn, acked, firstSeq)
 	})
 	return len(events), blocked, err
 }

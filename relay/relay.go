@@ -31,11 +31,20 @@ type Relay struct {
 	published   atomic.Uint64
 	lastPublish atomic.Int64 // unix nanoseconds
 	leader      atomic.Bool
+	// streamLast is the stream's last sequence as the leader knows it: the
+	// sequence after which it appends. Set by reconcile at the start of a
+	// term or session, then advanced by publishAll only (one goroutine at a
+	// time).
+	streamLast uint64
 
 	mu       sync.Mutex
 	slotLSN  LSN // the slot's confirmed_flush_lsn, as last sampled
 	slotLag  int64
 	sampleOK bool
+	// walStatus and safeWALSize are the slot's, as last sampled;
+	// safeWALSize is nil when max_slot_wal_keep_size is unlimited.
+	walStatus   string
+	safeWALSize *int64
 }
 
 // New returns a Relay that publishes to pub. It validates cfg and registers
@@ -69,9 +78,17 @@ type Status struct {
 	ConfirmedLSN string `json:"confirmed_lsn,omitempty"`
 	// SlotLagBytes is how far the server's current WAL position is ahead
 	// of ConfirmedLSN: WAL written that the relay has not yet confirmed.
-	SlotLagBytes  int64     `json:"slot_lag_bytes"`
-	Published     uint64    `json:"published"`
-	LastPublishAt time.Time `json:"last_publish_at,omitzero"`
+	SlotLagBytes int64 `json:"slot_lag_bytes"`
+	// WALStatus is the slot's pg_replication_slots.wal_status: reserved,
+	// extended, unreserved (the WAL it needs is about to be removed) or lost
+	// (invalidated; the relay re-creates the slot and backfills); "" while
+	// the slot is missing.
+	WALStatus string `json:"wal_status,omitempty"`
+	// SafeWALSizeBytes is how much more WAL may be written before the slot
+	// is invalidated; absent when max_slot_wal_keep_size is unlimited.
+	SafeWALSizeBytes *int64    `json:"safe_wal_size_bytes,omitempty"`
+	Published        uint64    `json:"published"`
+	LastPublishAt    time.Time `json:"last_publish_at,omitzero"`
 	// Leader is true on the one relay that streams; standbys report false.
 	Leader bool `json:"leader"`
 }
@@ -90,6 +107,7 @@ func (r *Relay) Status() Status {
 		s.Slot = r.cfg.SlotName
 		r.mu.Lock()
 		lsn, lag, ok := r.slotLSN, r.slotLag, r.sampleOK
+		s.WALStatus, s.SafeWALSizeBytes = r.walStatus, r.safeWALSize
 		r.mu.Unlock()
 		if mine := LSN(r.confirmed.Load()); mine > lsn {
 			// Acknowledged and about to be confirmed; the sample lags.
@@ -203,6 +221,12 @@ func (r *Relay) lead(ctx context.Context, lock *pgx.Conn, pool *pgxpool.Pool) er
 	if r.cfg.Mode == ModePoll {
 		// The lock session does the polling too: if it dies, so does the
 		// leadership, and no row is marked by a relay that lost it.
+		if err := r.reconcileUntilDone(t, lock); err != nil {
+			return err
+		}
+		if err := r.retireSlot(t.stop, lock); err != nil {
+			return err
+		}
 		return r.poll(t, lock)
 	}
 
@@ -212,7 +236,46 @@ func (r *Relay) lead(ctx context.Context, lock *pgx.Conn, pool *pgxpool.Pool) er
 	defer stopWatch()
 	wg.Go(func() { r.watchLock(watchCtx, t, lock) })
 	wg.Go(func() { r.heartbeat(watchCtx, pool) })
+	wg.Go(func() { r.keepLedger(watchCtx, pool) })
 	return r.streamUntilStopped(t, pool)
+}
+
+// reconcileUntilDone reconciles the ledger with the stream, retrying while
+// the stream or the database does not answer.
+func (r *Relay) reconcileUntilDone(t *term, db execer) error {
+	for bo := newBackoff(); ; {
+		last, err := r.reconcile(t.stop, db)
+		if err == nil {
+			r.streamLast = last
+			return nil
+		}
+		if isPermanent(err) || t.stop.Err() != nil {
+			return err
+		}
+		delay := bo.NextBackOff()
+		r.log.Warn("relay: cannot learn what the stream holds; retrying", "err", err, "retry_in", delay)
+		if !sleep(t.stop, delay) {
+			return err
+		}
+	}
+}
+
+// retireSlot drops the CDC slot of this relay's name when the poll relay
+// takes over: the poll relay publishes in another order than the slot
+// would, so the slot could not resume after it, and it would pin WAL.
+func (r *Relay) retireSlot(ctx context.Context, conn *pgx.Conn) error {
+	tag, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+		WHERE slot_name = $1 AND NOT active`, r.cfg.SlotName)
+	if err != nil {
+		return fmt.Errorf("relay: drop the CDC slot %s: %w", r.cfg.SlotName, err)
+	}
+	if _, err := conn.Exec(ctx, `DELETE FROM relay_slots WHERE slot_name = $1`, r.cfg.SlotName); err != nil {
+		return fmt.Errorf("relay: drop the CDC slot %s: %w", r.cfg.SlotName, err)
+	}
+	if tag.RowsAffected() > 0 {
+		r.log.Info("relay: dropped the CDC replication slot: the poll relay publishes now; CDC re-creates it and backfills")
+	}
+	return nil
 }
 
 // watchLock ends the term as soon as the session holding the leader lock is
@@ -303,25 +366,36 @@ func lockHolder(ctx context.Context, conn *pgx.Conn, key int64) string {
 	return fmt.Sprintf("pid %d (%s, %s)", pid, app, addr)
 }
 
-// sampleSlot keeps the slot's confirmed position and lag fresh, on standbys
-// too, for Status and jetcqrs_relay_slot_lag_bytes.
+// sampleSlot keeps the slot's confirmed position, lag and WAL status fresh,
+// on standbys too, for Status and the metrics. It warns when the slot's WAL
+// is no longer reserved and reports an invalidated slot as an error.
 func (r *Relay) sampleSlot(ctx context.Context, pool *pgxpool.Pool) {
 	tick := time.NewTicker(r.cfg.StatusInterval)
 	defer tick.Stop()
 	for {
 		qctx, cancel := context.WithTimeout(ctx, r.cfg.StatusInterval)
-		var lsnText *string
-		var lag *int64
+		var lsnText, walStatus *string
+		var lag, safe *int64
 		err := pool.QueryRow(qctx, `SELECT confirmed_flush_lsn::text,
-				pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
-			FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.SlotName).Scan(&lsnText, &lag)
+				pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, wal_status, safe_wal_size
+			FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.SlotName).Scan(&lsnText, &lag, &walStatus, &safe)
 		cancel()
-		if err == nil && lsnText != nil && lag != nil {
-			if lsn, perr := parseLSN(*lsnText); perr == nil {
-				r.mu.Lock()
-				r.slotLSN, r.slotLag, r.sampleOK = lsn, *lag, true
-				r.mu.Unlock()
-				r.metrics.slotLag.Set(float64(*lag))
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			r.noteWALStatus("", nil)
+		case err == nil:
+			status := ""
+			if walStatus != nil {
+				status = *walStatus
+			}
+			r.noteWALStatus(status, safe)
+			if lsnText != nil && lag != nil {
+				if lsn, perr := parseLSN(*lsnText); perr == nil {
+					r.mu.Lock()
+					r.slotLSN, r.slotLag, r.sampleOK = lsn, *lag, true
+					r.mu.Unlock()
+					r.metrics.slotLag.Set(float64(*lag))
+				}
 			}
 		}
 		select {
@@ -329,6 +403,42 @@ func (r *Relay) sampleSlot(ctx context.Context, pool *pgxpool.Pool) {
 			return
 		case <-tick.C:
 		}
+	}
+}
+
+// walStatuses are the values of pg_replication_slots.wal_status.
+var walStatuses = []string{"reserved", "extended", "unreserved", "lost"}
+
+// noteWALStatus records a sample of the slot's WAL status and logs a change
+// for the worse.
+func (r *Relay) noteWALStatus(status string, safe *int64) {
+	r.mu.Lock()
+	prev := r.walStatus
+	r.walStatus, r.safeWALSize = status, safe
+	r.mu.Unlock()
+	for _, s := range walStatuses {
+		v := 0.0
+		if s == status {
+			v = 1
+		}
+		r.metrics.walStatus.WithLabelValues(s).Set(v)
+	}
+	if safe != nil {
+		r.metrics.safeWALSize.Set(float64(*safe))
+	} else {
+		r.metrics.safeWALSize.Set(-1)
+	}
+	if status == prev {
+		return
+	}
+	switch status {
+	case "unreserved":
+		r.log.Warn("relay: replication slot's WAL is unreserved: it is more than max_slot_wal_keep_size behind "+
+			"and PostgreSQL will invalidate it at the next checkpoint unless the relay catches up",
+			"safe_wal_size", safe)
+	case "lost":
+		r.log.Error("relay: replication slot is invalidated (wal_status=lost): PostgreSQL removed WAL it still " +
+			"needed; the leading relay re-creates it and backfills from the outbox")
 	}
 }
 
@@ -358,6 +468,27 @@ func (r *Relay) heartbeat(ctx context.Context, pool *pgxpool.Pool) {
 	}
 }
 
+// keepLedger marks, every LedgerInterval, the rows of the events the CDC
+// relay appended since the ledger's mark, reading their ids back from the
+// stream. Off the publishing path: the CDC relay finds its place from the
+// stream's last message, and the marks serve the backfill, the poll relay
+// and the outbox prune, each of which reconciles first or keeps unmarked
+// rows anyway.
+func (r *Relay) keepLedger(ctx context.Context, pool *pgxpool.Pool) {
+	tick := time.NewTicker(r.cfg.LedgerInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if _, _, err := r.reconcileFrom(ctx, pool); err != nil && ctx.Err() == nil {
+			r.log.Warn("relay: marking what the stream holds failed; retrying at the next interval", "err", err)
+		}
+	}
+}
+
 // heartbeatPrefix marks the relay's heartbeat messages in the WAL.
 const heartbeatPrefix = "jetcqrs.heartbeat"
 
@@ -376,25 +507,35 @@ func (r *Relay) noteAcked(events []Event) {
 	r.lastPublish.Store(now.UnixNano())
 }
 
-// publishAll publishes events in order, retrying the unacknowledged suffix
-// with backoff until everything is acknowledged; acked is called, in order,
-// with each acknowledged prefix. After stop ends no retry is started (the
-// events are published again by whoever relays next); hard ends the
-// publishing in flight.
-func (r *Relay) publishAll(stop, hard context.Context, events []Event, acked func([]Event) error) error {
+// publishAll appends events to the stream in order after streamLast,
+// retrying the unacknowledged suffix with backoff until everything is
+// stored; acked is called, in order, with each stored prefix and the stream
+// sequence of its first event. After a failure it asks the stream what the
+// failed publishes stored before it sends again, so nothing is appended
+// twice. After stop ends no retry is started (the events are published by
+// whoever relays next); hard ends the publishing in flight.
+func (r *Relay) publishAll(stop, hard context.Context, events []Event, acked func([]Event, uint64) error) error {
 	bo := newBackoff()
+	take := func(n int) error {
+		first := r.streamLast + 1
+		r.streamLast += uint64(n)
+		r.noteAcked(events[:n])
+		if err := acked(events[:n], first); err != nil {
+			return err
+		}
+		events = events[n:]
+		bo.Reset()
+		return nil
+	}
 	for len(events) > 0 {
-		n, err := r.pub.PublishBatch(hard, events)
+		n, err := r.pub.PublishBatch(hard, r.streamLast, events)
 		if n < 0 || n > len(events) {
 			return permanent(fmt.Errorf("relay: Publisher acknowledged %d of %d events", n, len(events)))
 		}
 		if n > 0 {
-			r.noteAcked(events[:n])
-			if aerr := acked(events[:n]); aerr != nil {
+			if aerr := take(n); aerr != nil {
 				return aerr
 			}
-			events = events[n:]
-			bo.Reset()
 		}
 		if len(events) == 0 {
 			return nil
@@ -406,14 +547,32 @@ func (r *Relay) publishAll(stop, hard context.Context, events []Event, acked fun
 			return permanent(fmt.Errorf("relay: event %s (seq %d, %s %s v%d): %w", events[0].ID, events[0].Seq,
 				events[0].AggregateType, events[0].AggregateID, events[0].AggregateVersion, err))
 		}
-		if stop.Err() != nil {
-			return err
-		}
-		delay := bo.NextBackOff()
-		r.log.Warn("relay: publish failed; retrying the unacknowledged events", "err", err,
-			"unacked", len(events), "retry_in", delay)
-		if !sleep(stop, delay) {
-			return err
+		// Until the stream says what it stored, nothing is sent.
+		for {
+			if stop.Err() != nil {
+				return err
+			}
+			delay := bo.NextBackOff()
+			r.log.Warn("relay: publish failed; retrying the unacknowledged events", "err", err,
+				"unacked", len(events), "retry_in", delay)
+			if !sleep(stop, delay) {
+				return err
+			}
+			stored, lerr := r.learnStored(hard, events)
+			if isPermanent(lerr) || errors.Is(lerr, errResync) {
+				return lerr
+			}
+			if lerr != nil {
+				err = lerr
+				continue
+			}
+			if stored > 0 {
+				r.log.Info("relay: the stream stored events whose acknowledgement was lost", "events", stored)
+				if aerr := take(stored); aerr != nil {
+					return aerr
+				}
+			}
+			break
 		}
 	}
 	return nil

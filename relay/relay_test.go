@@ -24,6 +24,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetcqrs/jetcqrs/internal/relaypub"
 	"github.com/jetcqrs/jetcqrs/internal/testenv"
 	"github.com/jetcqrs/jetcqrs/internal/testlog"
 	"github.com/jetcqrs/jetcqrs/nats"
@@ -78,44 +79,18 @@ func runChild() int {
 	return 0
 }
 
-// natsPublisher adapts nats.Publisher to relay.Publisher, as cmd/ does.
-type natsPublisher struct{ p *nats.Publisher }
-
-func newNATSPublisher(nc *natsgo.Conn, logger *slog.Logger) (*natsPublisher, error) {
+// newNATSPublisher is the relay's publisher as cmd/ builds it.
+func newNATSPublisher(nc *natsgo.Conn, logger *slog.Logger) (relaypub.Publisher, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return nil, err
+		return relaypub.Publisher{}, err
 	}
 	p, err := nats.NewPublisher(js, nats.PublisherConfig{}, logger)
 	if err != nil {
-		return nil, err
+		return relaypub.Publisher{}, err
 	}
-	return &natsPublisher{p: p}, nil
+	return relaypub.New(p), nil
 }
-
-func (a *natsPublisher) PublishBatch(ctx context.Context, events []relay.Event) (int, error) {
-	out := make([]nats.Event, len(events))
-	for i, e := range events {
-		out[i] = nats.Event{
-			ID:               e.ID,
-			AggregateType:    e.AggregateType,
-			AggregateID:      e.AggregateID,
-			AggregateVersion: e.AggregateVersion,
-			EventType:        e.EventType,
-			SchemaVersion:    e.SchemaVersion,
-			OccurredAt:       e.OccurredAt,
-			TraceParent:      e.TraceParent,
-			Payload:          e.Payload,
-		}
-	}
-	n, err := a.p.PublishBatch(ctx, out)
-	if errors.Is(err, nats.ErrMalformedEvent) {
-		err = fmt.Errorf("%w: %w", relay.ErrEventRejected, err)
-	}
-	return n, err
-}
-
-var _ relay.Publisher = (*natsPublisher)(nil)
 
 func testConfig(dbURL, slot string, logger *slog.Logger) relay.Config {
 	return relay.Config{
@@ -127,6 +102,7 @@ func testConfig(dbURL, slot string, logger *slog.Logger) relay.Config {
 		LeaderPollInterval: 200 * time.Millisecond,
 		PollInterval:       200 * time.Millisecond,
 		DrainTimeout:       10 * time.Second,
+		LedgerInterval:     500 * time.Millisecond,
 		Logger:             logger,
 	}
 }
@@ -145,9 +121,13 @@ type env struct {
 	natsPort  int
 	natsStore string
 	js        jetstream.JetStream
+	// clusterURL, when set, is the NATS cluster the test uses instead of
+	// the embedded single server.
+	clusterURL string
 }
 
-func newEnv(t testing.TB) *env {
+// newDatabaseEnv is env without NATS.
+func newDatabaseEnv(t testing.TB) *env {
 	t.Helper()
 	testenv.RequireLogicalWAL(t)
 	e := &env{t: t, dbURL: testenv.PostgresURL(t), slot: "jetcqrs_t_" + randomHex(), logger: testLogger(t)}
@@ -176,7 +156,13 @@ func newEnv(t testing.TB) *env {
 	}
 	t.Cleanup(pool.Close)
 	e.pool = pool
+	return e
+}
 
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	e := newDatabaseEnv(t)
+	ctx := t.Context()
 	e.natsStore = t.TempDir()
 	e.startNATS(nats.RandomPort)
 	t.Cleanup(e.stopNATS)
@@ -217,7 +203,12 @@ func (e *env) stopNATS() {
 	}
 }
 
-func (e *env) natsURL() string { return fmt.Sprintf("nats://127.0.0.1:%d", e.natsPort) }
+func (e *env) natsURL() string {
+	if e.clusterURL != "" {
+		return e.clusterURL
+	}
+	return fmt.Sprintf("nats://127.0.0.1:%d", e.natsPort)
+}
 
 func (e *env) connect(name string) *natsgo.Conn {
 	e.t.Helper()

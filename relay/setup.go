@@ -22,7 +22,6 @@ const (
 	notifyChannel  = "jetcqrs_outbox"
 	notifyFunction = "jetcqrs_outbox_notify"
 	notifyTrigger  = "jetcqrs_outbox_notify"
-	pollIndex      = "outbox_events_unpublished"
 )
 
 // installLockKey serializes Install across processes (a session advisory
@@ -60,11 +59,11 @@ func CheckWALLevel(ctx context.Context, conn *pgx.Conn) error {
 }
 
 // Install creates what cfg's mode needs, when missing: for CDC the
-// publication (outbox_events, inserts only) and the pgoutput slot, after
-// checking wal_level; for polling the notify trigger and the index of
-// unpublished rows. Run does it too, but a slot only sees transactions that
-// commit after it exists, so call Install before the write store accepts
-// commands (after the migrations). Idempotent and safe to run concurrently.
+// publication (outbox_events, inserts only) and the pgoutput slot with its
+// exported snapshot, after checking wal_level; for polling the notify
+// trigger. The migrations must have run. Run does it too, and backfills the
+// events committed before the slot existed, so calling Install first only
+// saves that backfill. Idempotent and safe to run concurrently.
 func Install(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -103,7 +102,7 @@ func install(ctx context.Context, cfg Config) error {
 	if err := ensurePublication(ctx, conn, cfg.PublicationName); err != nil {
 		return err
 	}
-	return ensureSlot(ctx, conn, cfg.SlotName)
+	return ensureSlot(ctx, conn, cfg)
 }
 
 func ensurePublication(ctx context.Context, conn *pgx.Conn, name string) error {
@@ -139,7 +138,8 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, name string) error {
 	return nil
 }
 
-func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string) error {
+func ensureSlot(ctx context.Context, conn *pgx.Conn, cfg Config) error {
+	slot := cfg.SlotName
 	for range 2 {
 		var plugin, slotType, database string
 		var temporary bool
@@ -161,7 +161,7 @@ func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string) error {
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("relay: look up slot %s: %w", slot, err)
 		}
-		_, err = conn.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot)
+		_, err = createSlotLocked(ctx, cfg, conn, false)
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42710" { // duplicate_object: created meanwhile
 			continue
@@ -174,21 +174,18 @@ func ensureSlot(ctx context.Context, conn *pgx.Conn, slot string) error {
 	return fmt.Errorf("relay: replication slot %s: created and dropped concurrently", slot)
 }
 
-// installPoll creates the notify trigger and the index of unpublished rows
-// when they are missing. It checks the catalog first because the DDL locks
+// installPoll creates the notify trigger when it is missing (the index of
+// unpublished rows comes with the migrations). It checks the catalog first because the DDL locks
 // outbox_events: CREATE TRIGGER waits for every open transaction that
 // wrote to it, and makes every later writer queue behind it. A restarting
 // relay therefore takes no lock at all, and a first install gives up after
-// lock_timeout (Run retries) instead of stalling the write store. The index
-// is built CONCURRENTLY, so the table stays writable however large it is.
+// lock_timeout (Run retries) instead of stalling the write store.
 func installPoll(ctx context.Context, conn *pgx.Conn) error {
-	var haveFunction, haveTrigger, haveIndex, indexValid bool
+	var haveFunction, haveTrigger bool
 	err := conn.QueryRow(ctx, `SELECT
 			EXISTS (SELECT 1 FROM pg_proc WHERE proname = '`+notifyFunction+`' AND pronamespace = current_schema()::regnamespace),
-			EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = '`+notifyTrigger+`' AND tgrelid = '`+outboxTable+`'::regclass),
-			i.indexrelid IS NOT NULL, coalesce(i.indisvalid, false)
-		FROM (SELECT to_regclass('`+pollIndex+`') AS oid) c LEFT JOIN pg_index i ON i.indexrelid = c.oid`).
-		Scan(&haveFunction, &haveTrigger, &haveIndex, &indexValid)
+			EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = '`+notifyTrigger+`' AND tgrelid = '`+outboxTable+`'::regclass)`).
+		Scan(&haveFunction, &haveTrigger)
 	if err != nil {
 		return fmt.Errorf("relay: install polling: %w", err)
 	}
@@ -203,12 +200,6 @@ func installPoll(ctx context.Context, conn *pgx.Conn) error {
 	if !haveTrigger {
 		steps = append(steps, `CREATE OR REPLACE TRIGGER `+notifyTrigger+` AFTER INSERT ON `+outboxTable+`
 			FOR EACH STATEMENT EXECUTE FUNCTION `+notifyFunction+`()`)
-	}
-	if haveIndex && !indexValid { // left behind by an interrupted concurrent build
-		steps = append(steps, `DROP INDEX CONCURRENTLY IF EXISTS `+pollIndex)
-	}
-	if !indexValid {
-		steps = append(steps, `CREATE INDEX CONCURRENTLY IF NOT EXISTS `+pollIndex+` ON `+outboxTable+` (seq) WHERE published_at IS NULL`)
 	}
 	for _, sql := range steps {
 		if _, err := conn.Exec(ctx, sql); err != nil {
@@ -258,8 +249,8 @@ func DropPublication(ctx context.Context, databaseURL, publication string) error
 	return nil
 }
 
-// DropPollTrigger removes what polling mode installs: the notify trigger,
-// its function and the index of unpublished rows.
+// DropPollTrigger removes what polling mode installs: the notify trigger
+// and its function.
 func DropPollTrigger(ctx context.Context, databaseURL string) error {
 	conn, err := pgx.Connect(ctx, databaseURL)
 	if err != nil {
@@ -269,7 +260,6 @@ func DropPollTrigger(ctx context.Context, databaseURL string) error {
 	for _, sql := range []string{
 		`DROP TRIGGER IF EXISTS ` + notifyTrigger + ` ON ` + outboxTable,
 		`DROP FUNCTION IF EXISTS ` + notifyFunction + `()`,
-		`DROP INDEX IF EXISTS ` + pollIndex,
 	} {
 		if _, err := conn.Exec(ctx, sql); err != nil {
 			return fmt.Errorf("relay: drop polling trigger: %w", err)

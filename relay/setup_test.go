@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/jetcqrs/jetcqrs/internal/relaypub"
 	"github.com/jetcqrs/jetcqrs/internal/testenv"
 	"github.com/jetcqrs/jetcqrs/relay"
 )
@@ -98,7 +99,7 @@ func TestInstall(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "pg_drop_replication_slot('"+foreign.SlotName+"')") {
 			t.Errorf("Install: %v, want the fix", err)
 		}
-		r, err := relay.New(foreign, &natsPublisher{})
+		r, err := relay.New(foreign, relaypub.Publisher{})
 		if err != nil {
 			t.Fatal(err)
 		}

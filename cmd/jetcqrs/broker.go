@@ -51,9 +51,9 @@ func (m *Main) openBroker(ctx context.Context, name string) error {
 }
 
 // openRelay builds the relay that publishes the outbox to the stream and
-// installs its publication and slot before anything else starts: a slot sees
-// only transactions that commit after it exists, so commands accepted before
-// it would never reach the stream.
+// installs its publication and slot. Events committed before the slot existed
+// are not lost either way: the relay backfills them from the outbox before it
+// streams; installing first only spares that backfill.
 func (m *Main) openRelay(ctx context.Context) error {
 	if m.store == nil { // the relay alone: the outbox table must exist first
 		if err := postgres.Migrate(ctx, m.cfg.DatabaseURL, m.logger); err != nil {

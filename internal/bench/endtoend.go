@@ -189,7 +189,7 @@ func systemRun(ctx context.Context, cfg EndToEndConfig, rate int, dbURL string, 
 	prefix, name string, skus []string) (e2eResult, error) {
 	logger := discardLogger()
 	slot := name + "_relay"
-	if err := createSlot(ctx, pool, slot); err != nil {
+	if err := prepareRelayRun(ctx, pool, relay.Config{DatabaseURL: dbURL, SlotName: slot, PublicationName: name}); err != nil {
 		return e2eResult{}, err
 	}
 	defer func() { _ = relay.DropSlot(context.WithoutCancel(ctx), dbURL, slot) }()

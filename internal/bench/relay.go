@@ -115,10 +115,13 @@ func drainShape(ctx context.Context, cfg RelayDrainConfig, dbURL, name string, b
 		return res, err
 	}
 	defer func() { _ = relay.DropPublication(context.WithoutCancel(ctx), dbURL, name) }()
+	if err := prepareRelayRun(ctx, pool, relay.Config{DatabaseURL: dbURL, SlotName: relaySlot, PublicationName: name}); err != nil {
+		return res, err
+	}
+	if err := createSlot(ctx, pool, rawSlot); err != nil {
+		return res, err
+	}
 	for _, slot := range []string{relaySlot, rawSlot} {
-		if err := createSlot(ctx, pool, slot); err != nil {
-			return res, err
-		}
 		defer func() { _ = relay.DropSlot(context.WithoutCancel(ctx), dbURL, slot) }()
 	}
 
@@ -370,11 +373,19 @@ type observedPublisher struct {
 	acked func(int)
 }
 
-func (p observedPublisher) PublishBatch(ctx context.Context, events []relay.Event) (int, error) {
+func (p observedPublisher) Last(ctx context.Context) (uint64, string, error) {
+	return p.next.Last(ctx)
+}
+
+func (p observedPublisher) EventIDs(ctx context.Context, after, through uint64, fn func(uint64, string) error) error {
+	return p.next.EventIDs(ctx, after, through, fn)
+}
+
+func (p observedPublisher) PublishBatch(ctx context.Context, after uint64, events []relay.Event) (int, error) {
 	if p.sent != nil {
 		p.sent(events)
 	}
-	n, err := p.next.PublishBatch(ctx, events)
+	n, err := p.next.PublishBatch(ctx, after, events)
 	if p.acked != nil && n > 0 {
 		p.acked(n)
 	}
@@ -503,6 +514,27 @@ func createPublication(ctx context.Context, pool *pgxpool.Pool, name string) err
 		return fmt.Errorf("create publication %s: %w", name, err)
 	}
 	return nil
+}
+
+// prepareRelayRun readies a scratch database for a relay run into a fresh
+// stream: the rows of earlier runs are not this run's to publish (they are
+// recorded as published), the relay's ledger starts over with the stream, and
+// for CDC the relay's slot is created as the relay creates it, with its
+// snapshot, so that it streams what commits from now on.
+func prepareRelayRun(ctx context.Context, pool *pgxpool.Pool, cfg relay.Config) error {
+	for _, sql := range []string{
+		`UPDATE outbox_events SET published_at = coalesce(published_at, now()), stream_seq = 0 WHERE stream_seq IS NULL`,
+		`DELETE FROM relay_stream_mark`,
+		`DELETE FROM relay_slots`,
+	} {
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("prepare relay run: %w", err)
+		}
+	}
+	if cfg.Mode == relay.ModePoll {
+		return nil
+	}
+	return relay.Install(ctx, cfg)
 }
 
 // createSlot creates a pgoutput slot; it sees what commits from now on.
@@ -773,10 +805,9 @@ func RelayLatency(ctx context.Context, cfg RelayLatencyConfig) (string, error) {
 	startRelay := func(dbURL string, rc relay.Config) func(context.Context, *latencyTracker) (func() error, error) {
 		return func(ctx context.Context, tr *latencyTracker) (func() error, error) {
 			cdc := rc.Mode != relay.ModePoll
-			if cdc {
-				if err := withPool(ctx, dbURL, func(pool *pgxpool.Pool) error { return createSlot(ctx, pool, rc.SlotName) }); err != nil {
-					return nil, err
-				}
+			rc.DatabaseURL = dbURL
+			if err := withPool(ctx, dbURL, func(pool *pgxpool.Pool) error { return prepareRelayRun(ctx, pool, rc) }); err != nil {
+				return nil, err
 			}
 			pub, err := jnats.NewPublisher(b.js, jnats.PublisherConfig{}, discardLogger())
 			if err != nil {

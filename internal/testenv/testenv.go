@@ -175,10 +175,13 @@ func dropReplicationSlots(ctx context.Context, conn *pgx.Conn, db string) error 
 
 // RequireLogicalWAL fails the test unless the PostgreSQL server of
 // TEST_DATABASE_URL runs with wal_level=logical, which logical replication
-// slots (the CDC relay) need. The failure message gives the exact fix.
+// slots (the CDC relay) need. The failure message gives the exact fix. It
+// then holds the slot lock shared until t ends (see ExclusiveSlots), so call
+// it in every test that uses a replication slot.
 func RequireLogicalWAL(t testing.TB) {
 	t.Helper()
 	requireLogicalWAL(t, envOr("TEST_DATABASE_URL", defaultPostgresURL))
+	holdSlotLockShared(t)
 }
 
 func requireLogicalWAL(t testing.TB, serverURL string) {

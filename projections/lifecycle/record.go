@@ -49,14 +49,24 @@ type KVRecord struct {
 var _ Record = (*KVRecord)(nil)
 
 // EnsureKVRecord creates the bucket when missing (file storage, a short
-// history of past states).
+// history of past states). An existing bucket is used as it is, so one an
+// operator created with more replicas on a cluster keeps them.
 func EnsureKVRecord(ctx context.Context, js jetstream.JetStream) (*KVRecord, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if kv, err := js.KeyValue(ctx, Bucket); err == nil {
+		return &KVRecord{kv: kv}, nil
+	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("lifecycle: bucket %s: %w", Bucket, err)
+	}
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "generations and rebuild leases of jetcqrs read models",
 		History:     8,
 		Storage:     jetstream.FileStorage,
 	})
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		// Another process created it meanwhile.
+		kv, err = js.KeyValue(ctx, Bucket)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lifecycle: bucket %s: %w", Bucket, err)
 	}

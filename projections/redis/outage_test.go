@@ -168,7 +168,11 @@ func (l *eventLog) publish(aggType, id string, version int64, typ string, payloa
 	}
 	ev := jnats.Event{ID: uuid.NewString(), AggregateType: aggType, AggregateID: id, AggregateVersion: version,
 		EventType: typ, SchemaVersion: domain.CurrentSchemaVersion, OccurredAt: l.at, Payload: raw}
-	if n, err := l.pub.PublishBatch(l.t.Context(), []jnats.Event{ev}); err != nil || n != 1 {
+	after, _, err := l.pub.Last(l.t.Context())
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	if n, err := l.pub.PublishBatch(l.t.Context(), after, []jnats.Event{ev}); err != nil || n != 1 {
 		l.t.Fatalf("publish %s %s v%d: %v", typ, id, version, err)
 	}
 	stream, err := l.js.JS.Stream(l.t.Context(), jnats.DefaultStreamName)
