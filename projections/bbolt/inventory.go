@@ -36,14 +36,6 @@ func OpenInventory(path string) (*InventoryStore, error) {
 	return &InventoryStore{f}, nil
 }
 
-// inventoryWrite is one inventory event, decoded. onlyIfAbsent marks a
-// ProductCreated, which creates the stock at zero and never overwrites it.
-type inventoryWrite struct {
-	onlyIfAbsent bool
-	seq          uint64
-	levels       domain.InventoryLevels
-}
-
 // Apply sets the levels each inventory event carries when the event's
 // inventory version is above the one the store holds. ProductCreated creates
 // the stock at zero, version 0, when the SKU has none yet, so that it never
@@ -62,7 +54,7 @@ func (s *InventoryStore) ApplyPartition(ctx context.Context, partition int, even
 		stock := tx.Bucket(inventoryBucket)
 		var last uint64
 		for _, e := range events {
-			w, ok, err := decodeInventoryEvent(e)
+			w, ok, err := projections.DecodeInventoryEvent(e)
 			if err != nil {
 				return last, err
 			}
@@ -77,47 +69,18 @@ func (s *InventoryStore) ApplyPartition(ctx context.Context, partition int, even
 	})
 }
 
-func writeInventory(stock *bolt.Bucket, w inventoryWrite) error {
-	l := w.levels
+func writeInventory(stock *bolt.Bucket, w projections.InventoryChange) error {
+	l := w.Levels
 	key := []byte(l.SKU)
 	cur, exists := storedVersion(stock.Get(key))
-	if exists && (w.onlyIfAbsent || cur >= l.Version) {
+	if exists && (w.OnlyIfAbsent || cur >= l.Version) {
 		return nil
 	}
-	record := putHeader(make([]byte, 0, inventoryRecordLen), l.Version, w.seq)
+	record := putHeader(make([]byte, 0, inventoryRecordLen), l.Version, w.Seq)
 	for _, n := range []int64{l.OnHand, l.Reserved, l.Available} {
 		record = binary.BigEndian.AppendUint64(record, uint64(n))
 	}
 	return stock.Put(key, record)
-}
-
-// decodeInventoryEvent decodes an event of the stock model; ok is false for
-// the events it does not follow.
-func decodeInventoryEvent(e projections.Envelope) (w inventoryWrite, ok bool, err error) {
-	switch e.EventType {
-	case domain.EventProductCreated:
-		var p domain.ProductSnapshot
-		if err := decodePayload(e, &p); err != nil {
-			return inventoryWrite{}, false, err
-		}
-		if p.SKU == "" {
-			return inventoryWrite{}, false, missingField(e, "sku")
-		}
-		return inventoryWrite{onlyIfAbsent: true, seq: e.Seq, levels: domain.InventoryLevels{SKU: p.SKU}}, true, nil
-	case domain.EventInventoryAdjusted, domain.EventInventoryReserved,
-		domain.EventInventoryReleased, domain.EventInventoryShipped:
-		// Every inventory event embeds the levels at its top level.
-		var l domain.InventoryLevels
-		if err := decodePayload(e, &l); err != nil {
-			return inventoryWrite{}, false, err
-		}
-		if l.SKU == "" {
-			return inventoryWrite{}, false, missingField(e, "sku")
-		}
-		return inventoryWrite{seq: e.Seq, levels: l}, true, nil
-	default:
-		return inventoryWrite{}, false, nil
-	}
 }
 
 // Inventory returns the stock of sku or projections.ErrNotFound.

@@ -3,12 +3,10 @@ package boltstore
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -45,16 +43,6 @@ func OpenOrders(path string) (*OrderStore, error) {
 	return &OrderStore{f}, nil
 }
 
-// orderWrite is one order event, decoded and encoded for the store.
-type orderWrite struct {
-	seq     uint64
-	orderID string
-	userID  string
-	version int64
-	view    []byte
-	member  string
-}
-
 // Apply writes the summary each order event carries when the event's order
 // version is above the one the store holds, and keeps the order in its
 // user's list. Events of other aggregates are ignored. The batch is one
@@ -87,20 +75,20 @@ func (s *OrderStore) ApplyPartition(ctx context.Context, partition int, events [
 	})
 }
 
-func writeOrder(orders, lists *bolt.Bucket, w orderWrite) error {
-	key := []byte(w.orderID)
-	if cur, ok := storedVersion(orders.Get(key)); ok && cur >= w.version {
+func writeOrder(orders, lists *bolt.Bucket, w projections.OrderChange) error {
+	key := []byte(w.OrderID)
+	if cur, ok := storedVersion(orders.Get(key)); ok && cur >= w.Version {
 		return nil
 	}
-	record := putHeader(make([]byte, 0, versionedHeader+2+len(w.userID)+len(w.view)), w.version, w.seq)
-	record = binary.BigEndian.AppendUint16(record, uint16(len(w.userID)))
-	record = append(append(record, w.userID...), w.view...)
+	record := putHeader(make([]byte, 0, versionedHeader+2+len(w.UserID)+len(w.View)), w.Version, w.Seq)
+	record = binary.BigEndian.AppendUint16(record, uint16(len(w.UserID)))
+	record = append(append(record, w.UserID...), w.View...)
 	if err := orders.Put(key, record); err != nil {
 		return err
 	}
 	// placed_at never changes, so neither does the member: a newer version
 	// of a listed order finds its entry in place.
-	return lists.Put(append(userKey(w.userID), w.member...), nil)
+	return lists.Put(append(userKey(w.UserID), w.Member...), nil)
 }
 
 // userKey is the prefix of userID's list entries: its length first, so that
@@ -109,60 +97,19 @@ func userKey(userID string) []byte {
 	return append(binary.AppendUvarint(nil, uint64(len(userID))), userID...)
 }
 
-// decodeOrderEvent decodes an order event; ok is false for the events this
-// model does not follow.
-func decodeOrderEvent(e projections.Envelope) (w orderWrite, ok bool, err error) {
-	switch e.EventType {
-	case domain.EventOrderPlaced, domain.EventOrderPaid, domain.EventOrderShipped,
-		domain.EventOrderDelivered, domain.EventOrderCancelled:
-	default:
-		return orderWrite{}, false, nil
-	}
-	// Every order event embeds the snapshot at its top level; OrderCancelled's
-	// extra fields are not part of the summary.
-	var snap domain.OrderSnapshot
-	if err := decodePayload(e, &snap); err != nil {
-		return orderWrite{}, false, err
-	}
-	if snap.OrderID == "" {
-		return orderWrite{}, false, missingField(e, "order_id")
-	}
-	if snap.UserID == "" {
-		return orderWrite{}, false, missingField(e, "user_id")
-	}
-	if len(snap.UserID) > maxUserIDLen {
-		return orderWrite{}, false, &projections.PoisonError{Seq: e.Seq,
-			Reason: fmt.Sprintf("%s: user_id of %d bytes, above %d", e.EventType, len(snap.UserID), maxUserIDLen)}
-	}
-	view := projections.OrderView{
-		OrderID:    snap.OrderID,
-		UserID:     snap.UserID,
-		Status:     string(snap.Status),
-		Items:      make([]projections.OrderLineView, 0, len(snap.Items)),
-		TotalCents: snap.TotalCents,
-		Version:    snap.Version,
-		PlacedAt:   snap.PlacedAt.UTC(),
-		UpdatedAt:  snap.UpdatedAt.UTC(),
-	}
-	for _, it := range snap.Items {
-		view.Items = append(view.Items, projections.OrderLineView{SKU: it.SKU, Quantity: it.Quantity, PriceCents: it.PriceCents})
-	}
-	encoded, err := json.Marshal(view)
-	if err != nil {
-		return orderWrite{}, false, &projections.PoisonError{Seq: e.Seq, Reason: fmt.Sprintf("%s: encode view: %v", e.EventType, err)}
-	}
-	return orderWrite{
-		seq:     e.Seq,
-		orderID: snap.OrderID,
-		userID:  snap.UserID,
-		version: snap.Version,
-		view:    encoded,
-		member:  listMember(view.PlacedAt, snap.OrderID),
-	}, true, nil
-}
-
 // maxUserIDLen is the longest user id a record's length field holds.
 const maxUserIDLen = 1<<16 - 1
+
+// decodeOrderEvent is projections.DecodeOrderEvent, refusing as poison a
+// user id longer than a record's length field holds.
+func decodeOrderEvent(e projections.Envelope) (projections.OrderChange, bool, error) {
+	c, ok, err := projections.DecodeOrderEvent(e)
+	if err == nil && ok && len(c.UserID) > maxUserIDLen {
+		return projections.OrderChange{}, false, &projections.PoisonError{Seq: e.Seq,
+			Reason: fmt.Sprintf("%s: user_id of %d bytes, above %d", e.EventType, len(c.UserID), maxUserIDLen)}
+	}
+	return c, ok, err
+}
 
 // orderRecord splits a stored order into its user and view.
 func orderRecord(record []byte) (userID string, view []byte, err error) {
@@ -226,7 +173,7 @@ func (s *OrderStore) UserOrders(ctx context.Context, userID string, limit int, c
 	// user's last entry (members start with a hex digit, below 0xff).
 	upper := append(bytes.Clone(prefix), 0xff)
 	if cursor != "" {
-		member, ok := decodeCursor(cursor)
+		member, ok := projections.DecodeOrderCursor(cursor)
 		if !ok {
 			return nil, "", &projections.InvalidCursorError{Cursor: cursor}
 		}
@@ -249,18 +196,18 @@ func (s *OrderStore) UserOrders(ctx context.Context, userID string, limit int, c
 		var last []byte
 		for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Prev() {
 			if len(entries) == limit {
-				next = encodeCursor(string(last))
+				next = projections.EncodeOrderCursor(string(last))
 				break
 			}
 			member := k[len(prefix):]
 			last = member
-			_, raw, err := orderRecord(orders.Get(member[memberIDOffset:]))
+			_, raw, err := orderRecord(orders.Get(member[projections.OrderMemberIDOffset:]))
 			if err != nil {
-				return fmt.Errorf("order %s: %w", member[memberIDOffset:], err)
+				return fmt.Errorf("order %s: %w", member[projections.OrderMemberIDOffset:], err)
 			}
 			var v projections.OrderView
 			if err := json.Unmarshal(raw, &v); err != nil {
-				return fmt.Errorf("order %s: decode: %w", member[memberIDOffset:], err)
+				return fmt.Errorf("order %s: decode: %w", member[projections.OrderMemberIDOffset:], err)
 			}
 			entries = append(entries, projections.OrderListEntry{
 				OrderID: v.OrderID, Status: v.Status, TotalCents: v.TotalCents, PlacedAt: v.PlacedAt,
@@ -297,35 +244,4 @@ func (f *file) version(ctx context.Context, bucket []byte, key string) (int64, e
 		return 0, fmt.Errorf("boltstore: version of %s %s: %w", f.model, key, err)
 	}
 	return v, nil
-}
-
-// A list member is "<micro><nano>|<order_id>": <micro> is the 16 hex digits
-// of placed_at in Unix microseconds with the sign bit flipped (so that the
-// hex order is the time order, before 1970 too) and <nano> the 3 decimal
-// digits of the nanoseconds below the microsecond.
-const (
-	memberTimeLen  = 19
-	memberIDOffset = memberTimeLen + 1
-)
-
-func listMember(placedAt time.Time, orderID string) string {
-	return fmt.Sprintf("%016x%03d|%s", uint64(placedAt.UnixMicro())^(1<<63), placedAt.Nanosecond()%1000, orderID)
-}
-
-// The cursor is the last member of the page, base64url: opaque to clients,
-// checked for the member's shape when it comes back.
-func encodeCursor(member string) string { return base64.RawURLEncoding.EncodeToString([]byte(member)) }
-
-func decodeCursor(cursor string) (string, bool) {
-	raw, err := base64.RawURLEncoding.DecodeString(cursor)
-	if err != nil || len(raw) <= memberIDOffset || raw[memberTimeLen] != '|' {
-		return "", false
-	}
-	for i, c := range raw[:memberTimeLen] {
-		digit := '0' <= c && c <= '9' || i < 16 && 'a' <= c && c <= 'f'
-		if !digit {
-			return "", false
-		}
-	}
-	return string(raw), true
 }

@@ -118,11 +118,11 @@ func decodeSalesEvent(e projections.Envelope) (orderID string, o salesOrder, ok 
 	}
 	// Both events embed the order snapshot at their top level.
 	var snap domain.OrderSnapshot
-	if err := decodePayload(e, &snap); err != nil {
+	if err := projections.DecodePayload(e, &snap); err != nil {
 		return "", salesOrder{}, false, err
 	}
 	if snap.OrderID == "" {
-		return "", salesOrder{}, false, missingField(e, "order_id")
+		return "", salesOrder{}, false, projections.MissingField(e, "order_id")
 	}
 	if snap.Version < 1 {
 		return "", salesOrder{}, false, &projections.PoisonError{Seq: e.Seq,

@@ -26,7 +26,6 @@ package boltstore
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -36,7 +35,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
-	"github.com/jetcqrs/jetcqrs/domain"
 	"github.com/jetcqrs/jetcqrs/projections"
 )
 
@@ -232,24 +230,6 @@ func (f *file) Close() error {
 		return fmt.Errorf("boltstore: close %s: %w", f.model, err)
 	}
 	return nil
-}
-
-// decodePayload decodes the payload of e into v, reporting what cannot be
-// decoded as a *projections.PoisonError.
-func decodePayload(e projections.Envelope, v any) error {
-	if e.SchemaVersion < 0 || e.SchemaVersion > domain.CurrentSchemaVersion {
-		return &projections.PoisonError{Seq: e.Seq,
-			Reason: fmt.Sprintf("%s: unknown schema version %d", e.EventType, e.SchemaVersion)}
-	}
-	if err := json.Unmarshal(e.Payload, v); err != nil {
-		return &projections.PoisonError{Seq: e.Seq, Reason: fmt.Sprintf("%s: decode payload: %v", e.EventType, err)}
-	}
-	return nil
-}
-
-// missingField reports an event whose payload lacks the field that names its key.
-func missingField(e projections.Envelope, field string) error {
-	return &projections.PoisonError{Seq: e.Seq, Reason: fmt.Sprintf("%s: payload has no %s", e.EventType, field)}
 }
 
 // versionedHeader is the head of every versioned record: the aggregate

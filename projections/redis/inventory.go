@@ -39,23 +39,16 @@ func (s *InventoryStore) inventoryKey(sku string) string { return s.prefix + "in
 var InventoryEventTypes = []string{domain.EventProductCreated, domain.EventInventoryAdjusted,
 	domain.EventInventoryReserved, domain.EventInventoryReleased, domain.EventInventoryShipped}
 
-// inventoryWrite is one inventory event, decoded.
-type inventoryWrite struct {
-	mode   string
-	seq    uint64
-	levels domain.InventoryLevels
-}
-
 // Apply sets the levels each inventory event carries when the event's
 // inventory version is above the one inventory:{sku} holds. ProductCreated
 // creates the key with zero stock at version 0 when it does not exist yet, so
 // that it never hides a level event whatever the order in which they arrive. Other
 // events are ignored. The batch is one pipeline.
 func (s *InventoryStore) Apply(ctx context.Context, events []projections.Envelope) error {
-	writes := make([]inventoryWrite, 0, len(events))
+	writes := make([]projections.InventoryChange, 0, len(events))
 	var poison error
 	for _, e := range events {
-		w, ok, err := decodeInventoryEvent(e)
+		w, ok, err := projections.DecodeInventoryEvent(e)
 		if err != nil {
 			poison = err
 			break
@@ -67,8 +60,11 @@ func (s *InventoryStore) Apply(ctx context.Context, events []projections.Envelop
 	if len(writes) > 0 {
 		hashes := make([]hashWrite, len(writes))
 		for i, w := range writes {
-			l := w.levels
-			hashes[i] = hashWrite{key: s.inventoryKey(l.SKU), mode: w.mode, version: l.Version, seq: w.seq, fields: []string{
+			l, mode := w.Levels, modeNewer
+			if w.OnlyIfAbsent {
+				mode = modeAbsent
+			}
+			hashes[i] = hashWrite{key: s.inventoryKey(l.SKU), mode: mode, version: l.Version, seq: w.Seq, fields: []string{
 				"on_hand", strconv.FormatInt(l.OnHand, 10),
 				"reserved", strconv.FormatInt(l.Reserved, 10),
 				"available", strconv.FormatInt(l.Available, 10)}}
@@ -81,35 +77,6 @@ func (s *InventoryStore) Apply(ctx context.Context, events []projections.Envelop
 		}
 	}
 	return poison
-}
-
-// decodeInventoryEvent decodes an event of the stock model; ok is false for
-// the events it does not follow.
-func decodeInventoryEvent(e projections.Envelope) (w inventoryWrite, ok bool, err error) {
-	switch e.EventType {
-	case domain.EventProductCreated:
-		var p domain.ProductSnapshot
-		if err := decodePayload(e, &p); err != nil {
-			return inventoryWrite{}, false, err
-		}
-		if p.SKU == "" {
-			return inventoryWrite{}, false, missingField(e, "sku")
-		}
-		return inventoryWrite{mode: modeAbsent, seq: e.Seq, levels: domain.InventoryLevels{SKU: p.SKU}}, true, nil
-	case domain.EventInventoryAdjusted, domain.EventInventoryReserved,
-		domain.EventInventoryReleased, domain.EventInventoryShipped:
-		// Every inventory event embeds the levels at its top level.
-		var l domain.InventoryLevels
-		if err := decodePayload(e, &l); err != nil {
-			return inventoryWrite{}, false, err
-		}
-		if l.SKU == "" {
-			return inventoryWrite{}, false, missingField(e, "sku")
-		}
-		return inventoryWrite{mode: modeNewer, seq: e.Seq, levels: l}, true, nil
-	default:
-		return inventoryWrite{}, false, nil
-	}
 }
 
 // Inventory returns the stock of sku or projections.ErrNotFound.

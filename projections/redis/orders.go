@@ -2,11 +2,9 @@ package redisstore
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -48,24 +46,14 @@ func (s *OrderStore) userOrdersKey(userID string) string {
 	return s.prefix + "user:" + userID + ":orders"
 }
 
-// orderWrite is one order event, decoded and encoded for Redis.
-type orderWrite struct {
-	seq     uint64
-	orderID string
-	userID  string
-	version int64
-	view    []byte
-	member  string
-}
-
 // Apply writes the snapshot every order event carries into order:{id} when the
 // event's order version is above the one the key holds, and keeps the order in its user's
 // list. Events of other aggregates are ignored. The batch is one pipeline.
 func (s *OrderStore) Apply(ctx context.Context, events []projections.Envelope) error {
-	writes := make([]orderWrite, 0, len(events))
+	writes := make([]projections.OrderChange, 0, len(events))
 	var poison error
 	for _, e := range events {
-		w, ok, err := decodeOrderEvent(e)
+		w, ok, err := projections.DecodeOrderEvent(e)
 		if err != nil {
 			poison = err
 			break
@@ -78,10 +66,10 @@ func (s *OrderStore) Apply(ctx context.Context, events []projections.Envelope) e
 		hashes := make([]hashWrite, len(writes))
 		lists := map[string][]redis.Z{}
 		for i, w := range writes {
-			hashes[i] = hashWrite{key: s.orderKey(w.orderID), mode: modeNewer, version: w.version, seq: w.seq,
-				fields: []string{"user", w.userID, "view", string(w.view)}}
-			list := s.userOrdersKey(w.userID)
-			lists[list] = append(lists[list], redis.Z{Score: 0, Member: w.member})
+			hashes[i] = hashWrite{key: s.orderKey(w.OrderID), mode: modeNewer, version: w.Version, seq: w.Seq,
+				fields: []string{"user", w.UserID, "view", string(w.View)}}
+			list := s.userOrdersKey(w.UserID)
+			lists[list] = append(lists[list], redis.Z{Score: 0, Member: w.Member})
 		}
 		err := execBatch(ctx, s.client, func(pipe redis.Pipeliner) {
 			queueHashWrites(ctx, pipe, hashes, s.perCall)
@@ -94,54 +82,6 @@ func (s *OrderStore) Apply(ctx context.Context, events []projections.Envelope) e
 		}
 	}
 	return poison
-}
-
-// decodeOrderEvent decodes an order event; ok is false for the events this
-// model does not follow.
-func decodeOrderEvent(e projections.Envelope) (w orderWrite, ok bool, err error) {
-	switch e.EventType {
-	case domain.EventOrderPlaced, domain.EventOrderPaid, domain.EventOrderShipped,
-		domain.EventOrderDelivered, domain.EventOrderCancelled:
-	default:
-		return orderWrite{}, false, nil
-	}
-	// Every order event embeds the snapshot at its top level; OrderCancelled's
-	// extra fields are not part of the summary.
-	var snap domain.OrderSnapshot
-	if err := decodePayload(e, &snap); err != nil {
-		return orderWrite{}, false, err
-	}
-	if snap.OrderID == "" {
-		return orderWrite{}, false, missingField(e, "order_id")
-	}
-	if snap.UserID == "" {
-		return orderWrite{}, false, missingField(e, "user_id")
-	}
-	view := projections.OrderView{
-		OrderID:    snap.OrderID,
-		UserID:     snap.UserID,
-		Status:     string(snap.Status),
-		Items:      make([]projections.OrderLineView, 0, len(snap.Items)),
-		TotalCents: snap.TotalCents,
-		Version:    snap.Version,
-		PlacedAt:   snap.PlacedAt.UTC(),
-		UpdatedAt:  snap.UpdatedAt.UTC(),
-	}
-	for _, it := range snap.Items {
-		view.Items = append(view.Items, projections.OrderLineView{SKU: it.SKU, Quantity: it.Quantity, PriceCents: it.PriceCents})
-	}
-	encoded, err := json.Marshal(view)
-	if err != nil {
-		return orderWrite{}, false, &projections.PoisonError{Seq: e.Seq, Reason: fmt.Sprintf("%s: encode view: %v", e.EventType, err)}
-	}
-	return orderWrite{
-		seq:     e.Seq,
-		orderID: snap.OrderID,
-		userID:  snap.UserID,
-		version: snap.Version,
-		view:    encoded,
-		member:  listMember(view.PlacedAt, snap.OrderID),
-	}, true, nil
 }
 
 // Order returns the order or projections.ErrNotFound.
@@ -191,7 +131,7 @@ func (s *OrderStore) UserOrders(ctx context.Context, userID string, limit int, c
 	}
 	upper := "+"
 	if cursor != "" {
-		member, ok := decodeCursor(cursor)
+		member, ok := projections.DecodeOrderCursor(cursor)
 		if !ok {
 			return nil, "", &projections.InvalidCursorError{Cursor: cursor}
 		}
@@ -206,7 +146,7 @@ func (s *OrderStore) UserOrders(ctx context.Context, userID string, limit int, c
 	next := ""
 	if len(members) > limit {
 		members = members[:limit]
-		next = encodeCursor(members[limit-1])
+		next = projections.EncodeOrderCursor(members[limit-1])
 	}
 	entries := make([]projections.OrderListEntry, 0, len(members))
 	if len(members) == 0 {
@@ -216,7 +156,7 @@ func (s *OrderStore) UserOrders(ctx context.Context, userID string, limit int, c
 	cmds := make([]*redis.StringCmd, len(members))
 	if _, err := s.client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i, m := range members {
-			cmds[i] = pipe.HGet(ctx, s.orderKey(m[memberIDOffset:]), "view")
+			cmds[i] = pipe.HGet(ctx, s.orderKey(m[projections.OrderMemberIDOffset:]), "view")
 		}
 		return nil
 	}); err != nil && !errors.Is(err, redis.Nil) {
@@ -281,35 +221,4 @@ func hashVersion(ctx context.Context, client redis.UniversalClient, key string) 
 		return 0, fmt.Errorf("redisstore: version of %s: %w", key, err)
 	}
 	return v, nil
-}
-
-// A list member is "<micro><nano>|<order_id>": <micro> is the 16 hex digits
-// of placed_at in Unix microseconds with the sign bit flipped (so that the
-// hex order is the time order, before 1970 too) and <nano> the 3 decimal
-// digits of the nanoseconds below the microsecond.
-const (
-	memberTimeLen  = 19
-	memberIDOffset = memberTimeLen + 1
-)
-
-func listMember(placedAt time.Time, orderID string) string {
-	return fmt.Sprintf("%016x%03d|%s", uint64(placedAt.UnixMicro())^(1<<63), placedAt.Nanosecond()%1000, orderID)
-}
-
-// The cursor is the last member of the page, base64url: opaque to clients,
-// checked for the member's shape when it comes back.
-func encodeCursor(member string) string { return base64.RawURLEncoding.EncodeToString([]byte(member)) }
-
-func decodeCursor(cursor string) (string, bool) {
-	raw, err := base64.RawURLEncoding.DecodeString(cursor)
-	if err != nil || len(raw) <= memberIDOffset || raw[memberTimeLen] != '|' {
-		return "", false
-	}
-	for i, c := range raw[:memberTimeLen] {
-		digit := '0' <= c && c <= '9' || i < 16 && 'a' <= c && c <= 'f'
-		if !digit {
-			return "", false
-		}
-	}
-	return string(raw), true
 }

@@ -15,7 +15,6 @@ package redisstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -23,7 +22,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/jetcqrs/jetcqrs/domain"
 	"github.com/jetcqrs/jetcqrs/projections"
 )
 
@@ -198,24 +196,6 @@ func withReply(err error) error {
 		code += "_" + words[1]
 	}
 	return projections.WithReply(code, err)
-}
-
-// decodePayload decodes the payload of e into v, reporting what cannot be
-// decoded as a *projections.PoisonError.
-func decodePayload(e projections.Envelope, v any) error {
-	if e.SchemaVersion < 0 || e.SchemaVersion > domain.CurrentSchemaVersion {
-		return &projections.PoisonError{Seq: e.Seq,
-			Reason: fmt.Sprintf("%s: unknown schema version %d", e.EventType, e.SchemaVersion)}
-	}
-	if err := json.Unmarshal(e.Payload, v); err != nil {
-		return &projections.PoisonError{Seq: e.Seq, Reason: fmt.Sprintf("%s: decode payload: %v", e.EventType, err)}
-	}
-	return nil
-}
-
-// missingField reports an event whose payload lacks the field that names its key.
-func missingField(e projections.Envelope, field string) error {
-	return &projections.PoisonError{Seq: e.Seq, Reason: fmt.Sprintf("%s: payload has no %s", e.EventType, field)}
 }
 
 // dropKeys deletes every key that matches one of the glob patterns, on every
