@@ -330,7 +330,8 @@ func (m *Main) queryReaders() queryapi.Readers {
 			queryapi.ModelOrders:    {domain.AggregateOrder: orders},
 			queryapi.ModelInventory: {domain.AggregateInventory: inventory},
 			queryapi.ModelCatalog:   {domain.AggregateProduct: catalog, domain.AggregateInventory: catalog},
-			// Sales rows carry no aggregate versions: a token there is refused.
+			// A report sums many orders: no token says it is up to date, so the
+			// sales endpoint refuses every token (API.md).
 			queryapi.ModelSales: {},
 		},
 	}
