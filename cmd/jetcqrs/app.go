@@ -20,6 +20,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/jetcqrs/jetcqrs/adminapi"
 	"github.com/jetcqrs/jetcqrs/auth"
 	"github.com/jetcqrs/jetcqrs/commandapi"
 	"github.com/jetcqrs/jetcqrs/internal/httpx"
@@ -27,6 +28,7 @@ import (
 	"github.com/jetcqrs/jetcqrs/postgres"
 	blevestore "github.com/jetcqrs/jetcqrs/projections/bleve"
 	"github.com/jetcqrs/jetcqrs/projections/lifecycle"
+	"github.com/jetcqrs/jetcqrs/projections/live"
 	"github.com/jetcqrs/jetcqrs/queryapi"
 	"github.com/jetcqrs/jetcqrs/relay"
 )
@@ -76,7 +78,7 @@ type Main struct {
 	redis  *redis.Client
 	ch     driver.Conn
 	record *lifecycle.KVRecord
-	live   *liveModels
+	live   *live.Models
 	// models owns the read models' generations and, in a projector, applies
 	// them.
 	models *lifecycle.Manager
@@ -147,7 +149,7 @@ func (m *Main) open(ctx context.Context) error {
 		if m.record, err = lifecycle.EnsureKVRecord(ctx, m.js); err != nil {
 			return err
 		}
-		m.live = newLiveModels()
+		m.live = live.New()
 		if err := m.openModels(ctx); err != nil {
 			return err
 		}
@@ -155,11 +157,10 @@ func (m *Main) open(ctx context.Context) error {
 	if m.comp.Projector {
 		// A store the projector is waiting out makes the process not ready.
 		m.checks["projections"] = m.models.Ready
-		mounts = append(mounts, func(r chi.Router) { m.mountDLQ(r, tokens) }, func(r chi.Router) { m.mountRebuild(r, tokens) })
 	}
 	if m.comp.QueryAPI {
 		hub := queryapi.NewHub()
-		if err := m.subscribeApplied(hub); err != nil {
+		if _, err := jnats.SubscribeApplied(m.nc, hub.Notify); err != nil {
 			return err
 		}
 		var projStatus, relayStatus queryapi.StatusSource
@@ -169,21 +170,27 @@ func (m *Main) open(ctx context.Context) error {
 		if m.comp.Relay {
 			relayStatus = statusFunc(func(context.Context) (any, error) { return m.relay.Status(), nil })
 		}
-		mounts = append(mounts, queryapi.New(m.queryReaders(), tokens, hub, projStatus, relayStatus, m.logger,
+		mounts = append(mounts, queryapi.New(m.live.Readers(), tokens, hub, projStatus, relayStatus, m.logger,
 			queryapi.Config{ConsistencyWait: m.cfg.ConsistencyWait}).Mount)
 	}
 	if m.comp.Relay {
 		if err := m.openRelay(ctx); err != nil {
 			return err
 		}
-		if !m.comp.QueryAPI {
-			relayStatus := m.relay
-			mounts = append(mounts, func(r chi.Router) {
-				r.With(httpx.Authenticate(tokens), requireAdmin).Get("/v1/admin/relay", func(w http.ResponseWriter, _ *http.Request) {
-					httpx.WriteJSON(w, http.StatusOK, relayStatus.Status())
-				})
-			})
-		}
+	}
+	// The admin routes the query API does not serve: dead letters and
+	// rebuilds where the projectors run, the relay's status where no query
+	// API reports it.
+	var admin adminapi.Projections
+	var relayStatus adminapi.Status
+	if m.comp.Projector {
+		admin = m.models
+	}
+	if m.comp.Relay && !m.comp.QueryAPI {
+		relayStatus = func(context.Context) (any, error) { return m.relay.Status(), nil }
+	}
+	if admin != nil || relayStatus != nil {
+		mounts = append(mounts, adminapi.New(admin, relayStatus, tokens, m.logger).Mount)
 	}
 	r, err := httpx.NewRouter(httpx.RouterConfig{Logger: m.logger, Registry: m.registry, Checks: m.checks,
 		MetricsElsewhere: m.cfg.MetricsAddr != ""}, mounts...)
@@ -212,16 +219,6 @@ func (m *Main) open(ctx context.Context) error {
 type statusFunc func(context.Context) (any, error)
 
 func (f statusFunc) Status(ctx context.Context) (any, error) { return f(ctx) }
-
-func requireAdmin(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a, _ := httpx.ActorFrom(r.Context()); !a.IsAdmin() {
-			httpx.WriteProblem(w, r, "forbidden", "admin endpoints are for admins")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
 
 func (m *Main) openWriteStore(ctx context.Context) error {
 	if err := postgres.Migrate(ctx, m.cfg.DatabaseURL, m.logger); err != nil {

@@ -3,17 +3,10 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"errors"
-	"fmt"
-	"net/http"
 	"os"
 	"strconv"
 
-	"github.com/go-chi/chi/v5"
-
-	"github.com/jetcqrs/jetcqrs/auth"
-	"github.com/jetcqrs/jetcqrs/domain"
-	"github.com/jetcqrs/jetcqrs/internal/httpx"
+	jnats "github.com/jetcqrs/jetcqrs/nats"
 	"github.com/jetcqrs/jetcqrs/projections"
 	"github.com/jetcqrs/jetcqrs/projections/lifecycle"
 )
@@ -39,11 +32,13 @@ func (m *Main) openModels(ctx context.Context) error {
 			Partitions: m.cfg.Partitions,
 			Logger:     m.logger,
 			Registry:   m.registry,
-			OnApplied:  m.publishApplied,
+			OnApplied: func(_ string, events []projections.Envelope) {
+				_ = jnats.PublishApplied(m.nc, projections.Aggregates(events))
+			},
 		},
 		Project:  m.comp.Projector,
 		Owner:    host + "/" + strconv.Itoa(os.Getpid()) + "/" + rand.Text()[:8],
-		OnSwitch: func(_ string, _ int, md lifecycle.Model) { m.live.set(md.(readModelOf).base()) },
+		OnSwitch: m.live.Switch,
 		Logger:   m.logger,
 	})
 	if err != nil {
@@ -51,23 +46,4 @@ func (m *Main) openModels(ctx context.Context) error {
 	}
 	m.models = lc
 	return lc.Open(ctx)
-}
-
-// mountRebuild serves POST /v1/admin/projections/{name}/rebuild.
-func (m *Main) mountRebuild(r chi.Router, tokens *auth.Tokens) {
-	r.With(httpx.Authenticate(tokens), requireAdmin).Post("/v1/admin/projections/{name}/rebuild",
-		func(w http.ResponseWriter, req *http.Request) {
-			name := chi.URLParam(req, "name")
-			gen, err := m.models.Rebuild(req.Context(), name)
-			switch {
-			case errors.Is(err, lifecycle.ErrNoSuchModel):
-				httpx.WriteProblem(w, req, domain.CodeNotFound, err.Error())
-			case errors.Is(err, lifecycle.ErrRebuildUnderWay):
-				httpx.WriteProblem(w, req, domain.CodeConflict, err.Error())
-			case err != nil:
-				httpx.WriteError(w, req, m.logger, fmt.Errorf("rebuild %s: %w", name, err))
-			default:
-				httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"name": name, "generation": lifecycle.GenerationName(gen)})
-			}
-		})
 }
