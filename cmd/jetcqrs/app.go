@@ -246,23 +246,15 @@ func (m *Main) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		m.logger.Info("http listening", "addr", m.Addr())
-		if err := m.server.Serve(m.listener); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("http: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-ctx.Done()
-		m.logger.Info("shutting down", "grace", m.cfg.ShutdownGrace)
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.ShutdownGrace)
-		defer cancel()
-		return m.server.Shutdown(sctx)
+		err := httpx.Serve(ctx, m.server, m.listener, m.cfg.ShutdownGrace)
+		m.logger.Info("http stopped", "grace", m.cfg.ShutdownGrace, "err", err)
+		return err
 	})
 	if m.metrics != nil {
 		g.Go(func() error { return m.metrics.Run(ctx, m.cfg.ShutdownGrace) })
 	}
 	if m.store != nil {
-		g.Go(func() error { return m.pruneIdempotencyKeys(ctx) })
+		g.Go(func() error { return m.store.PruneIdempotencyKeysEvery(ctx, time.Hour, 24*time.Hour, m.logger) })
 	}
 	if m.models != nil {
 		g.Go(func() error {
@@ -281,25 +273,6 @@ func (m *Main) Run(ctx context.Context) error {
 		})
 	}
 	return g.Wait()
-}
-
-// pruneIdempotencyKeys deletes keys older than a day, hourly.
-func (m *Main) pruneIdempotencyKeys(ctx context.Context) error {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			n, err := m.store.PruneIdempotencyKeys(ctx, 24*time.Hour)
-			if err != nil {
-				m.logger.Warn("prune idempotency keys", "err", err)
-			} else if n > 0 {
-				m.logger.Info("pruned idempotency keys", "count", n)
-			}
-		}
-	}
 }
 
 // Close releases everything NewMain opened, in reverse order.
