@@ -9,14 +9,15 @@ import (
 	jnats "github.com/jetcqrs/jetcqrs/nats"
 	"github.com/jetcqrs/jetcqrs/projections"
 	"github.com/jetcqrs/jetcqrs/projections/lifecycle"
+	"github.com/jetcqrs/jetcqrs/projections/models"
 )
 
 // openModels builds the read models' lifecycle manager of this process and
 // opens every model it applies or serves at its live generation.
 func (m *Main) openModels(ctx context.Context) error {
 	var specs []lifecycle.Spec
-	for _, s := range modelSpecs {
-		if s.Name == "catalog" && !m.servesCatalog() {
+	for _, s := range models.Specs() {
+		if s.Name == models.Catalog && !m.servesCatalog() {
 			m.logger.Info("catalog projection left to the process that serves queries (embedded index)")
 			continue
 		}
@@ -25,7 +26,8 @@ func (m *Main) openModels(ctx context.Context) error {
 	host, _ := os.Hostname()
 	lc, err := lifecycle.New(lifecycle.Config{
 		Models: specs,
-		Open:   m.openReadModel,
+		Open: models.NewOpener(models.Config{Redis: m.redis, RedisPrefix: m.cfg.RedisPrefix, ClickHouse: m.ch,
+			ElasticsearchURL: m.cfg.ElasticsearchURL, DataDir: m.cfg.DataDir, SearchCache: m.searchCache}).Open,
 		Record: m.record,
 		JS:     m.js,
 		Runtime: projections.Config{
