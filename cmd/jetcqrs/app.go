@@ -28,6 +28,7 @@ import (
 	blevestore "github.com/jetcqrs/jetcqrs/projections/bleve"
 	"github.com/jetcqrs/jetcqrs/projections/lifecycle"
 	"github.com/jetcqrs/jetcqrs/queryapi"
+	"github.com/jetcqrs/jetcqrs/readnode"
 	"github.com/jetcqrs/jetcqrs/relay"
 )
 
@@ -80,6 +81,8 @@ type Main struct {
 	// models owns the read models' generations and, in a projector, applies
 	// them.
 	models *lifecycle.Manager
+	// node keeps a read node's own read models.
+	node *readnode.Node
 
 	checks   map[string]func(context.Context) error
 	server   *http.Server
@@ -136,11 +139,14 @@ func (m *Main) open(ctx context.Context) error {
 			return nil
 		}
 	}
-	if m.comp.Projector || m.comp.QueryAPI {
-		if m.comp.QueryAPI && !m.comp.Projector && m.cfg.ElasticsearchURL == "" {
-			return errors.New("query-api alone needs ELASTICSEARCH_URL: the embedded catalog index is opened by one process, " +
-				"so without Elasticsearch run the query API and the projector together (jetcqrs serve)")
+	if m.isReadNode() {
+		mount, err := m.openReadNode(ctx, tokens)
+		if err != nil {
+			return err
 		}
+		mounts = append(mounts, mount)
+	}
+	if (m.comp.Projector || m.comp.QueryAPI) && !m.isReadNode() {
 		if err := m.openClients(ctx); err != nil {
 			return err
 		}
@@ -157,7 +163,7 @@ func (m *Main) open(ctx context.Context) error {
 		m.checks["projections"] = m.models.Ready
 		mounts = append(mounts, func(r chi.Router) { m.mountDLQ(r, tokens) }, func(r chi.Router) { m.mountRebuild(r, tokens) })
 	}
-	if m.comp.QueryAPI {
+	if m.comp.QueryAPI && !m.isReadNode() {
 		hub := queryapi.NewHub()
 		if err := m.subscribeApplied(hub); err != nil {
 			return err
@@ -275,6 +281,9 @@ func (m *Main) Run(ctx context.Context) error {
 			return nil
 		})
 	}
+	if m.node != nil {
+		g.Go(func() error { return m.node.Run(ctx) })
+	}
 	if m.relay != nil {
 		g.Go(func() error {
 			if err := m.relay.Run(ctx); err != nil && ctx.Err() == nil {
@@ -320,6 +329,9 @@ func (m *Main) Close() {
 		_ = m.nc.Drain()
 	}
 	m.closeReadModels()
+	if m.node != nil {
+		m.node.Close()
+	}
 	if m.natsServer != nil {
 		m.natsServer.Shutdown()
 	}
