@@ -145,4 +145,3 @@ func openStore(dir, name string, gen int, fresh bool, cache *blevestore.SearchCa
 func dropStore(dir, name string, gen int) error {
 	return os.RemoveAll(path(dir, name, gen))
 }
-

@@ -85,7 +85,7 @@ func (s liveSales) Sales(ctx context.Context, q projections.SalesQuery) ([]proje
 
 // Readers are the readers of the models the node keeps; nil for the others.
 type Readers struct {
-	Orders    interface {
+	Orders interface {
 		projections.OrderReader
 		projections.VersionReader
 	}

@@ -147,8 +147,8 @@ func (m *Main) openSharedForReadNode(ctx context.Context, specs []lifecycle.Spec
 	host, _ := os.Hostname()
 	lc, err := lifecycle.New(lifecycle.Config{
 		Models: specs, Open: m.openReadModel, Record: m.record, JS: m.js,
-		Runtime: projections.Config{Partitions: m.cfg.Partitions, Logger: m.logger, Registry: m.registry},
-		Owner:   host + "/" + strconv.Itoa(os.Getpid()) + "/" + rand.Text()[:8],
+		Runtime:  projections.Config{Partitions: m.cfg.Partitions, Logger: m.logger, Registry: m.registry},
+		Owner:    host + "/" + strconv.Itoa(os.Getpid()) + "/" + rand.Text()[:8],
 		OnSwitch: func(_ string, _ int, md lifecycle.Model) { m.live.set(md.(readModelOf).base()) },
 		Logger:   m.logger,
 	})
