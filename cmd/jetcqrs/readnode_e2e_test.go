@@ -373,6 +373,19 @@ func TestReadNodesServeWhatTheCommandsImply(t *testing.T) {
 			n.api.expectProblem(http.StatusBadRequest, string(domain.CodeInvalidRequest), http.MethodGet, "/v1/reports/sales", admin, nil, orderTok)
 		}
 	}
+	// A local rebuild: a new generation from the whole stream beside the
+	// live one, which serves meanwhile, then promoted.
+	for _, model := range []string{"orders", "catalog"} {
+		var acc struct{ Generation string }
+		nodes[0].api.expect(http.StatusAccepted, http.MethodPost, "/v1/admin/projections/"+model+"/rebuild", admin, nil, nil, &acc)
+		if acc.Generation != "g2" {
+			t.Fatalf("rebuild of %s: generation %q, want g2", model, acc.Generation)
+		}
+	}
+	nodes[0].api.expectProblem(http.StatusNotFound, string(domain.CodeNotFound), http.MethodPost, "/v1/admin/projections/nope/rebuild", admin, nil, nil)
+	nodes[0].api.expectProblem(http.StatusForbidden, string(domain.CodeForbidden), http.MethodPost, "/v1/admin/projections/orders/rebuild", customer, nil, nil)
+	awaitGenerations(t, nodes[0], admin, map[string]string{"orders": "g2", "catalog": "g2", "inventory": "g1", "sales": "g1"})
+	awaitConverged(s, nodes[0], admin, time.Minute)
 	for _, n := range nodes {
 		n.stop()
 	}
@@ -385,7 +398,8 @@ func TestReadNodesServeWhatTheCommandsImply(t *testing.T) {
 // random moments while writes go on, restarts it from its directory, and
 // starts another from an empty directory: both converge, and a third node
 // answers every read throughout. The killed node's consumers are gone from
-// the server within their inactivity threshold.
+// the server within their inactivity threshold. Two local rebuilds are
+// under way at one of the kills; the restarted node completes them.
 func TestReadNodesConvergeAfterKillAndFromEmpty(t *testing.T) {
 	s := startSystem(t, testConfig(t), All)
 	admin := s.token("ops", domain.RoleAdmin)
@@ -434,6 +448,14 @@ func TestReadNodesConvergeAfterKillAndFromEmpty(t *testing.T) {
 			fresh = startReadNode(t, s, "fresh", t.TempDir(), true)
 		}
 		victim.start()
+		if round == 2 {
+			// Killed in the middle of local rebuilds: the next start carries
+			// them on (or retires what they replaced).
+			victim.awaitReady(time.Minute)
+			for _, model := range []string{"orders", "catalog"} {
+				victim.api.expect(http.StatusAccepted, http.MethodPost, "/v1/admin/projections/"+model+"/rebuild", admin, nil, nil, nil)
+			}
+		}
 		if round < 3 {
 			// Killed again soon, maybe before it is even ready.
 			time.Sleep(time.Duration(100+round*250) * time.Millisecond)
@@ -446,6 +468,7 @@ func TestReadNodesConvergeAfterKillAndFromEmpty(t *testing.T) {
 		n.awaitReady(time.Minute)
 		awaitConverged(s, n, admin, time.Minute)
 	}
+	awaitGenerations(t, victim, admin, map[string]string{"orders": "g2", "catalog": "g2", "inventory": "g1", "sales": "g1"})
 	close(probeDone)
 	probes.Wait()
 	if failed.Load() > 0 || served.Load() == 0 {
@@ -467,5 +490,32 @@ func TestReadNodesConvergeAfterKillAndFromEmpty(t *testing.T) {
 			t.Fatalf("%d read-node consumers still on the server 30s after the nodes went away", n)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// awaitGenerations waits until node's models are live at the given
+// generations with no rebuild under way.
+func awaitGenerations(t *testing.T, node *readNodeProc, admin string, want map[string]string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var st []struct {
+			Name       string `json:"name"`
+			Generation string `json:"generation"`
+			CaughtUp   bool   `json:"caught_up"`
+			Rebuild    *struct{ Generation string }
+		}
+		resp, raw, err := node.api.send(http.MethodGet, "/v1/admin/projections", admin, nil, nil, &st)
+		ok := err == nil && resp.StatusCode == http.StatusOK && len(st) == len(want)
+		for _, m := range st {
+			ok = ok && m.Generation == want[m.Name] && m.Rebuild == nil && m.CaughtUp
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read node %s: generations %s (err %v), want %v", node.name, raw, err, want)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
