@@ -27,6 +27,7 @@ const mixedName = "jetcqrs_bench_mixed"
 type childSystem struct {
 	base, secret string
 	pid          int
+	natsPort     int // the embedded NATS server's
 	dataDir      string
 	dbURL        string
 	redisPrefix  string
@@ -94,7 +95,7 @@ func startChildSystem(ctx context.Context, cfg MixedConfig) (_ *childSystem, err
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	s := &childSystem{base: "http://127.0.0.1:" + strconv.Itoa(httpPort), secret: hex.EncodeToString(secret),
-		dataDir: filepath.Join(dir, "data"), dbURL: dbURL, redisPrefix: prefix, logPath: filepath.Join(dir, "serve.log")}
+		natsPort: natsPort, dataDir: filepath.Join(dir, "data"), dbURL: dbURL, redisPrefix: prefix, logPath: filepath.Join(dir, "serve.log")}
 	logFile, err := os.Create(s.logPath)
 	if err != nil {
 		return nil, err
