@@ -130,13 +130,17 @@ func (a *applier) consume(ctx context.Context) error {
 		a.markCaughtUp()
 	}
 	msgs := make(chan delivery, a.batchSize)
+	// The reader goroutine ends with this call: Stop ends Next, and
+	// readerCtx its last send.
+	readerCtx, stopReader := context.WithCancel(ctx)
+	defer stopReader()
 	go func() {
 		defer close(msgs)
 		for {
 			m, err := it.Next()
 			select {
 			case msgs <- delivery{m, err}:
-			case <-ctx.Done():
+			case <-readerCtx.Done():
 				return
 			}
 			if err != nil {

@@ -84,10 +84,10 @@ func ReadNode(ctx context.Context, cfg ReadNodeConfig) (string, error) {
 		return "", err
 	}
 	fmt.Fprintf(cfg.Log, "seeding %d products\n", len(catalog))
-	if err := writer.seed(ctx, 16); err != nil {
+	if err := writer.seed(ctx, 4); err != nil {
 		return "", fmt.Errorf("seed: %w", err)
 	}
-	if err := writer.prime(ctx, 300, 16); err != nil {
+	if err := writer.prime(ctx, 300, 4); err != nil {
 		return "", err
 	}
 
