@@ -199,7 +199,7 @@ func (n *Node) openModel(ctx context.Context, mm *model) error {
 			return err
 		}
 	}
-	mm.live.Store(&generation{n: st.Live, st: s})
+	mm.live.Store(n.attach(mm, &generation{n: st.Live, st: s}, n.target))
 	if st.Phase == lifecycle.PhaseBuilding {
 		bs, err := openStore(n.cfg.Dir, mm.name, st.Rebuild, false, n.cfg.SearchCache)
 		if err != nil {
@@ -208,7 +208,7 @@ func (n *Node) openModel(ctx context.Context, mm *model) error {
 				return err
 			}
 		}
-		mm.next = &generation{n: st.Rebuild, st: bs}
+		mm.next = n.attach(mm, &generation{n: st.Rebuild, st: bs}, n.target)
 	}
 	return nil
 }
@@ -275,9 +275,9 @@ func (n *Node) Run(ctx context.Context) error {
 	n.runCtx = ctx
 	for _, name := range n.cfg.Models {
 		mm := n.models[name]
-		n.startLocked(ctx, mm, mm.live.Load(), n.target)
+		n.startLocked(ctx, mm.live.Load())
 		if g := mm.next; g != nil {
-			n.startLocked(ctx, mm, g, n.target)
+			n.startLocked(ctx, g)
 			mm.coordinating = true
 			n.wg.Go(func() { n.coordinate(ctx, mm, g) })
 		}
@@ -291,8 +291,8 @@ func (n *Node) Run(ctx context.Context) error {
 	return nil
 }
 
-// startLocked runs g's applier. n.mu is held.
-func (n *Node) startLocked(ctx context.Context, mm *model, g *generation, target uint64) {
+// attach gives g the applier that will feed it, before anything reads g.
+func (n *Node) attach(mm *model, g *generation, target uint64) *generation {
 	interval := time.Duration(0)
 	if mm.name == Catalog {
 		interval = mm.spec.CommitInterval
@@ -308,6 +308,11 @@ func (n *Node) startLocked(ctx context.Context, mm *model, g *generation, target
 			}
 		}
 	}
+	return g
+}
+
+// startLocked runs g's applier. n.mu is held.
+func (n *Node) startLocked(ctx context.Context, g *generation) {
 	rctx, cancel := context.WithCancel(ctx)
 	g.cancel, g.done = cancel, make(chan struct{})
 	n.wg.Go(func() {
@@ -380,9 +385,9 @@ func (n *Node) Rebuild(ctx context.Context, name string) (int, error) {
 		s.close()
 		return 0, err
 	}
-	g := &generation{n: st.Rebuild, st: s}
+	g := n.attach(mm, &generation{n: st.Rebuild, st: s}, info.CachedInfo().State.LastSeq)
 	mm.next, mm.coordinating = g, true
-	n.startLocked(n.runCtx, mm, g, info.CachedInfo().State.LastSeq)
+	n.startLocked(n.runCtx, g)
 	n.wg.Go(func() { n.coordinate(n.runCtx, mm, g) })
 	return g.n, nil
 }
