@@ -70,7 +70,7 @@ func ReadNode(ctx context.Context, cfg ReadNodeConfig) (string, error) {
 	}
 	mcfg := MixedConfig{ServerURL: cfg.ServerURL, RedisURL: cfg.RedisURL, ClickHouseURL: cfg.ClickHouseURL,
 		MaxConns: cfg.MaxConns, SKUs: cfg.SKUs, Queries: cfg.Queries, ReadMix: cfg.ReadMix, WriteMix: cfg.WriteMix, Log: cfg.Log,
-		Warmup: cfg.Warmup, Duration: cfg.Duration}
+		Warmup: cfg.Warmup, Duration: cfg.Duration, scratchName: "jetcqrs_bench_readnode"}
 	mcfg.defaults()
 	sys, err := startChildSystem(ctx, mcfg)
 	if err != nil {
