@@ -22,6 +22,13 @@ import (
 // stream starts an embedded NATS server with the EVENTS stream.
 func stream(t *testing.T) jetstream.JetStream {
 	t.Helper()
+	js, _ := streamAt(t)
+	return js
+}
+
+// streamAt is stream that also returns the server's client URL.
+func streamAt(t *testing.T) (jetstream.JetStream, string) {
+	t.Helper()
 	srv, err := jnats.StartEmbedded(jnats.ServerConfig{Port: -1, StoreDir: t.TempDir()}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -39,28 +46,35 @@ func stream(t *testing.T) jetstream.JetStream {
 	if _, err := jnats.EnsureStream(t.Context(), js, jnats.StreamConfig{Partitions: 4}); err != nil {
 		t.Fatal(err)
 	}
-	return js
+	return js, srv.ClientURL()
 }
 
 func publishProduct(t *testing.T, js jetstream.JetStream, sku string, version int64, payload []byte) {
 	t.Helper()
+	if err := tryPublishProduct(t.Context(), js, sku, version, payload); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tryPublishProduct publishes a ProductCreated of sku (payload nil: a valid
+// one); safe in any goroutine.
+func tryPublishProduct(ctx context.Context, js jetstream.JetStream, sku string, version int64, payload []byte) error {
 	if payload == nil {
 		var err error
 		at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 		payload, err = json.Marshal(domain.ProductCreated{ProductSnapshot: domain.ProductSnapshot{SKU: sku, Name: "Item " + sku,
 			Description: "a thing", Category: "kitchen", PriceCents: 1000, Version: version, CreatedAt: at, UpdatedAt: at}})
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
 	msg, err := jnats.Event{ID: uuid.NewString(), AggregateType: domain.AggregateProduct, AggregateID: sku, AggregateVersion: version,
 		EventType: domain.EventProductCreated, SchemaVersion: domain.CurrentSchemaVersion, OccurredAt: time.Now(), Payload: payload}.Msg(4)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if _, err := js.PublishMsg(t.Context(), msg); err != nil {
-		t.Fatal(err)
-	}
+	_, err = js.PublishMsg(ctx, msg)
+	return err
 }
 
 // TestNodeIsReadyOnceCaughtUpAndSkipsPoison: before it has applied the
