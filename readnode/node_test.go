@@ -105,6 +105,11 @@ func TestNodeIsReadyOnceCaughtUpAndSkipsPoison(t *testing.T) {
 	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
 		t.Fatalf("gate before catching up: %d Retry-After %q, want 503 with Retry-After", rec.Code, rec.Header().Get("Retry-After"))
 	}
+	rec = httptest.NewRecorder()
+	gate.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/admin/projections", nil))
+	if rec.Code != http.StatusNoContent {
+		t.Fatalf("gate before catching up, admin status: %d, want it through", rec.Code)
+	}
 
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 
@@ -118,12 +119,13 @@ func (n *Node) Readers() Readers {
 	return r
 }
 
-// Gate answers 503 unavailable, with Retry-After, to every request until the
+// Gate answers 503 unavailable, with Retry-After, to every read until the
 // node is ready: before it has caught up its models would answer with data
-// older than the stream it was started on.
+// older than the stream it was started on. The admin endpoints stay open,
+// so that the catch-up can be watched.
 func (n *Node) Gate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if n.Ready(r.Context()) != nil {
+		if !strings.HasPrefix(r.URL.Path, "/v1/admin/") && n.Ready(r.Context()) != nil {
 			w.Header().Set("Retry-After", "1")
 			httpx.WriteProblem(w, r, httpx.CodeUnavailable, "this read node is catching up with the stream; retry")
 			return
