@@ -30,6 +30,7 @@ import (
 	"github.com/jetcqrs/jetcqrs/projections/lifecycle"
 	"github.com/jetcqrs/jetcqrs/projections/live"
 	"github.com/jetcqrs/jetcqrs/queryapi"
+	"github.com/jetcqrs/jetcqrs/readnode"
 	"github.com/jetcqrs/jetcqrs/relay"
 )
 
@@ -82,6 +83,8 @@ type Main struct {
 	// models owns the read models' generations and, in a projector, applies
 	// them.
 	models *lifecycle.Manager
+	// node keeps a read node's own read models.
+	node *readnode.Node
 
 	checks   map[string]func(context.Context) error
 	server   *http.Server
@@ -138,11 +141,14 @@ func (m *Main) open(ctx context.Context) error {
 			return nil
 		}
 	}
-	if m.comp.Projector || m.comp.QueryAPI {
-		if m.comp.QueryAPI && !m.comp.Projector && m.cfg.ElasticsearchURL == "" {
-			return errors.New("query-api alone needs ELASTICSEARCH_URL: the embedded catalog index is opened by one process, " +
-				"so without Elasticsearch run the query API and the projector together (jetcqrs serve)")
+	if m.isReadNode() {
+		mount, err := m.openReadNode(ctx, tokens)
+		if err != nil {
+			return err
 		}
+		mounts = append(mounts, mount)
+	}
+	if (m.comp.Projector || m.comp.QueryAPI) && !m.isReadNode() {
 		if err := m.openClients(ctx); err != nil {
 			return err
 		}
@@ -158,7 +164,7 @@ func (m *Main) open(ctx context.Context) error {
 		// A store the projector is waiting out makes the process not ready.
 		m.checks["projections"] = m.models.Ready
 	}
-	if m.comp.QueryAPI {
+	if m.comp.QueryAPI && !m.isReadNode() {
 		hub := queryapi.NewHub()
 		if _, err := jnats.SubscribeApplied(m.nc, hub.Notify); err != nil {
 			return err
@@ -264,6 +270,9 @@ func (m *Main) Run(ctx context.Context) error {
 			return nil
 		})
 	}
+	if m.node != nil {
+		g.Go(func() error { return m.node.Run(ctx) })
+	}
 	if m.relay != nil {
 		g.Go(func() error {
 			if err := m.relay.Run(ctx); err != nil && ctx.Err() == nil {
@@ -290,6 +299,9 @@ func (m *Main) Close() {
 		_ = m.nc.Drain()
 	}
 	m.closeReadModels()
+	if m.node != nil {
+		m.node.Close()
+	}
 	if m.natsServer != nil {
 		m.natsServer.Shutdown()
 	}
