@@ -3,22 +3,20 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/go-chi/chi/v5"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/jetcqrs/jetcqrs/auth"
 	"github.com/jetcqrs/jetcqrs/domain"
 	"github.com/jetcqrs/jetcqrs/internal/httpx"
+	jnats "github.com/jetcqrs/jetcqrs/nats"
 	"github.com/jetcqrs/jetcqrs/projections"
 	"github.com/jetcqrs/jetcqrs/projections/lifecycle"
+	"github.com/jetcqrs/jetcqrs/projections/live"
+	"github.com/jetcqrs/jetcqrs/projections/models"
 	"github.com/jetcqrs/jetcqrs/queryapi"
 	"github.com/jetcqrs/jetcqrs/readnode"
 )
@@ -39,7 +37,7 @@ func (m *Main) isReadNode() bool {
 func (m *Main) openReadNode(ctx context.Context, tokens *auth.Tokens) (func(chi.Router), error) {
 	local := []string{readnode.Catalog}
 	var shared []lifecycle.Spec
-	for _, s := range modelSpecs {
+	for _, s := range models.Specs() {
 		switch {
 		case s.Name == "catalog":
 		case s.Name == "sales" && m.cfg.ClickHouseURL == engineNone,
@@ -74,7 +72,7 @@ func (m *Main) openReadNode(ctx context.Context, tokens *auth.Tokens) (func(chi.
 		readers.Versions[queryapi.ModelOrders] = map[string]projections.VersionReader{domain.AggregateOrder: lr.Orders}
 		readers.Versions[queryapi.ModelInventory] = map[string]projections.VersionReader{domain.AggregateInventory: lr.Inventory}
 	} else {
-		orders, inventory := liveOrders{m.live}, liveInventory{m.live}
+		orders, inventory := m.live.Orders(), m.live.Inventory()
 		readers.Orders, readers.Inventory = orders, inventory
 		readers.Versions[queryapi.ModelOrders] = map[string]projections.VersionReader{domain.AggregateOrder: orders}
 		readers.Versions[queryapi.ModelInventory] = map[string]projections.VersionReader{domain.AggregateInventory: inventory}
@@ -82,7 +80,7 @@ func (m *Main) openReadNode(ctx context.Context, tokens *auth.Tokens) (func(chi.
 	if node.Keeps(readnode.Sales) {
 		readers.Sales = lr.Sales
 	} else {
-		readers.Sales = liveSales{m.live}
+		readers.Sales = m.live.Sales()
 	}
 	api := queryapi.New(readers, tokens, hub, statusFunc(node.Status), nil, m.logger,
 		queryapi.Config{ConsistencyWait: m.cfg.ConsistencyWait})
@@ -105,36 +103,14 @@ func (m *Main) openSharedForReadNode(ctx context.Context, specs []lifecycle.Spec
 	for _, s := range specs {
 		switch {
 		case s.Name == "sales" && m.ch == nil:
-			u, _ := url.Parse(m.cfg.ClickHouseURL)
-			db := strings.TrimPrefix(u.Path, "/")
-			if db == "" {
-				db = "default"
+			if err := m.openClickHouse(ctx, "CLICKHOUSE_URL=none keeps sales in the read node"); err != nil {
+				return err
 			}
-			opts := &clickhouse.Options{Addr: []string{u.Host}, Auth: clickhouse.Auth{Database: db}}
-			if u.User != nil {
-				opts.Auth.Username = u.User.Username()
-				opts.Auth.Password, _ = u.User.Password()
-			}
-			ch, err := clickhouse.Open(opts)
-			if err != nil {
-				return fmt.Errorf("clickhouse-url: %w", err)
-			}
-			m.ch = ch
-			if err := ch.Ping(ctx); err != nil {
-				return fmt.Errorf("ClickHouse at %s: %w (CLICKHOUSE_URL=none keeps sales in the read node)", u.Host, err)
-			}
-			m.checks["clickhouse"] = ch.Ping
 		case s.Name != "sales" && m.redis == nil:
-			opts, err := redis.ParseURL(m.cfg.RedisURL)
-			if err != nil {
-				return fmt.Errorf("redis-url: %w", err)
+			if err := m.openRedis(ctx, "REDIS_URL=none keeps orders and inventory in the read node"); err != nil {
+				return err
 			}
-			m.redis = redis.NewClient(opts)
-			if err := m.redis.Ping(ctx).Err(); err != nil {
-				return fmt.Errorf("redis at %s: %w (REDIS_URL=none keeps orders and inventory in the read node)", opts.Addr, err)
-			}
-			m.checks["redis"] = func(ctx context.Context) error { return m.redis.Ping(ctx).Err() }
-			if err := m.subscribeApplied(hub); err != nil {
+			if _, err := jnats.SubscribeApplied(m.nc, hub.Notify); err != nil {
 				return err
 			}
 		}
@@ -143,13 +119,15 @@ func (m *Main) openSharedForReadNode(ctx context.Context, specs []lifecycle.Spec
 	if m.record, err = lifecycle.EnsureKVRecord(ctx, m.js); err != nil {
 		return err
 	}
-	m.live = newLiveModels()
+	m.live = live.New()
 	host, _ := os.Hostname()
 	lc, err := lifecycle.New(lifecycle.Config{
-		Models: specs, Open: m.openReadModel, Record: m.record, JS: m.js,
+		Models: specs, Record: m.record, JS: m.js,
+		Open: models.NewOpener(models.Config{Redis: m.redis, RedisPrefix: m.cfg.RedisPrefix, ClickHouse: m.ch,
+			DataDir: m.cfg.DataDir, SearchCache: m.searchCache}).Open,
 		Runtime:  projections.Config{Partitions: m.cfg.Partitions, Logger: m.logger, Registry: m.registry},
 		Owner:    host + "/" + strconv.Itoa(os.Getpid()) + "/" + rand.Text()[:8],
-		OnSwitch: func(_ string, _ int, md lifecycle.Model) { m.live.set(md.(readModelOf).base()) },
+		OnSwitch: m.live.Switch,
 		Logger:   m.logger,
 	})
 	if err != nil {

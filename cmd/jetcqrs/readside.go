@@ -13,17 +13,33 @@ import (
 // openClients connects to Redis and ClickHouse, which hold the read models
 // that are not embedded.
 func (m *Main) openClients(ctx context.Context) error {
+	if err := m.openRedis(ctx, "is it running? `bash scripts/services.sh` starts it"); err != nil {
+		return err
+	}
+	return m.openClickHouse(ctx, "is it running? `bash scripts/services.sh` installs and starts it")
+}
+
+// openRedis connects to REDIS_URL; hint says what to do when it is down.
+func (m *Main) openRedis(ctx context.Context, hint string) error {
 	ropts, err := redis.ParseURL(m.cfg.RedisURL)
 	if err != nil {
 		return fmt.Errorf("redis-url: %w", err)
 	}
 	m.redis = redis.NewClient(ropts)
 	if err := m.redis.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redis at %s: %w (is it running? `bash scripts/services.sh` starts it)", ropts.Addr, err)
+		return fmt.Errorf("redis at %s: %w (%s)", ropts.Addr, err, hint)
 	}
 	m.checks["redis"] = func(ctx context.Context) error { return m.redis.Ping(ctx).Err() }
+	return nil
+}
 
-	chURL, _ := url.Parse(m.cfg.ClickHouseURL)
+// openClickHouse connects to CLICKHOUSE_URL; hint says what to do when it is
+// down.
+func (m *Main) openClickHouse(ctx context.Context, hint string) error {
+	chURL, err := url.Parse(m.cfg.ClickHouseURL)
+	if err != nil {
+		return fmt.Errorf("clickhouse-url: %w", err)
+	}
 	db := strings.TrimPrefix(chURL.Path, "/")
 	if db == "" {
 		db = "default"
@@ -37,7 +53,7 @@ func (m *Main) openClients(ctx context.Context) error {
 		return fmt.Errorf("clickhouse-url: %w", err)
 	}
 	if err := m.ch.Ping(ctx); err != nil {
-		return fmt.Errorf("ClickHouse at %s: %w (is it running? `bash scripts/services.sh` installs and starts it)", chURL.Host, err)
+		return fmt.Errorf("ClickHouse at %s: %w (%s)", chURL.Host, err, hint)
 	}
 	m.checks["clickhouse"] = m.ch.Ping
 	return nil
