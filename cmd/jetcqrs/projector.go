@@ -31,10 +31,11 @@ func (m *Main) openModels(ctx context.Context) error {
 	}
 	host, _ := os.Hostname()
 	lc, err := lifecycle.New(lifecycle.Config{
-		Models: specs,
-		Open:   m.openReadModel,
-		Record: m.record,
-		JS:     m.js,
+		Models:    specs,
+		Open:      m.openReadModel,
+		WrapStore: m.tracing.Applier,
+		Record:    m.record,
+		JS:        m.js,
 		Runtime: projections.Config{
 			Partitions: m.cfg.Partitions,
 			Logger:     m.logger,
