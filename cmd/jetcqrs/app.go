@@ -23,6 +23,7 @@ import (
 	"github.com/jetcqrs/jetcqrs/auth"
 	"github.com/jetcqrs/jetcqrs/commandapi"
 	"github.com/jetcqrs/jetcqrs/internal/httpx"
+	"github.com/jetcqrs/jetcqrs/internal/opsmetrics"
 	"github.com/jetcqrs/jetcqrs/internal/telemetry"
 	jnats "github.com/jetcqrs/jetcqrs/nats"
 	"github.com/jetcqrs/jetcqrs/postgres"
@@ -105,7 +106,32 @@ func NewMain(ctx context.Context, cfg *Config, comp Components, logger *slog.Log
 		m.Close()
 		return nil, err
 	}
+	if err := m.registerStatusMetrics(); err != nil {
+		m.Close()
+		return nil, err
+	}
 	return m, nil
+}
+
+// registerStatusMetrics exports, read at each scrape, the state of what this
+// process runs: the streams, the read models it applies, its relay.
+func (m *Main) registerStatusMetrics() error {
+	var cs []prometheus.Collector
+	if m.js != nil {
+		cs = append(cs, opsmetrics.NewStreams(m.js, m.logger, jnats.DefaultStreamName, jnats.DefaultDeadLetterStreamName))
+	}
+	if m.comp.Projector && m.models != nil {
+		cs = append(cs, opsmetrics.NewModels(m.models.Status, m.js, jnats.DefaultStreamName, m.cfg.Partitions, m.logger))
+	}
+	if m.relay != nil {
+		cs = append(cs, opsmetrics.NewRelay(m.relay.Status))
+	}
+	for _, c := range cs {
+		if err := m.registry.Register(c); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 func (m *Main) open(ctx context.Context) error {
