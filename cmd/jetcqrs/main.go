@@ -56,7 +56,7 @@ func newRootCmd() *cobra.Command {
 		runCmd(cfg, "query-api", "Run the query API alone (needs ELASTICSEARCH_URL for the catalog)", Components{QueryAPI: true}),
 		runCmd(cfg, "broker", "Run the embedded NATS server alone, for processes started apart (they set NATS_URL)",
 			Components{Broker: true}),
-		migrateCmd(cfg), tokenCmd(cfg), dlqCmd(cfg), outboxCmd(cfg), versionCmd())
+		migrateCmd(cfg), tokenCmd(cfg), dlqCmd(cfg), outboxCmd(cfg), statusCmd(cfg), rebuildCmd(cfg), versionCmd())
 	return root
 }
 
