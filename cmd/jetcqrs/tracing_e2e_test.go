@@ -267,3 +267,19 @@ func TestOneTraceFromCommandToEveryReadModel(t *testing.T) {
 		placeAndRead(t, func() { relayProc = startPeer(t, s, Components{Relay: true}) })
 	})
 }
+
+// A bad OTEL_TRACES_EXPORTER or protocol fails at start, naming the
+// variable.
+func TestTracingConfigErrorsNameTheVariable(t *testing.T) {
+	for variable, env := range map[string]map[string]string{
+		"OTEL_TRACES_EXPORTER":        {"OTEL_TRACES_EXPORTER": "zipkin"},
+		"OTEL_EXPORTER_OTLP_PROTOCOL": {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+	} {
+		t.Run(variable, func(t *testing.T) {
+			_, err := run(t, env, "version")
+			if err == nil || !strings.Contains(err.Error(), variable) {
+				t.Fatalf("%v: err = %v, want it to name %s", env, err, variable)
+			}
+		})
+	}
+}

@@ -180,7 +180,9 @@ func (c *Client) Follow(ctx context.Context, w io.Writer, model, generation stri
 		case m == nil:
 			return fmt.Errorf("read model %s is not reported by %s", model, c.Server)
 		case m.Generation == generation && m.Rebuild == nil:
-			_, err := fmt.Fprintf(w, "%s%s\n", end, RebuildLine(model, &lifecycle.RebuildStatus{Status: m.Status, Done: m.LastSeq,
+			// On a terminal the last line overwrites the bar; elsewhere it
+			// follows it.
+			_, err := fmt.Fprintf(w, "%s%s\n", strings.TrimSuffix(end, "\n"), RebuildLine(model, &lifecycle.RebuildStatus{Status: m.Status, Done: m.LastSeq,
 				Total: m.LastSeq})+"  live")
 			return err
 		case m.Rebuild != nil:
