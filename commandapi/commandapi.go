@@ -85,8 +85,11 @@ func (a *API) command(name string, status int, h handler) http.HandlerFunc {
 			httpx.WriteError(w, r, a.logger, err)
 			return
 		}
-		ctx, span := a.tracer.Start(propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header)),
-			"command "+name, trace.WithSpanKind(trace.SpanKindServer))
+		ctx := r.Context()
+		if !trace.SpanContextFromContext(ctx).IsValid() {
+			ctx = propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(r.Header))
+		}
+		ctx, span := a.tracer.Start(ctx, "command "+name, trace.WithSpanKind(trace.SpanKindInternal))
 		defer span.End()
 		meta.TraceParent = traceParent(ctx)
 		ctx, cancel := context.WithTimeout(ctx, a.cfg.CommandTimeout)

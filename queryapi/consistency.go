@@ -8,6 +8,10 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/jetcqrs/jetcqrs/domain"
 	"github.com/jetcqrs/jetcqrs/internal/httpx"
 	"github.com/jetcqrs/jetcqrs/projections"
@@ -103,10 +107,22 @@ func reached(ctx context.Context, vr projections.VersionReader, tok *token) (boo
 // after each notification for tok's aggregate; ready's own error at once;
 // or context.DeadlineExceeded when Config.ConsistencyWait runs out, which
 // errNeverHonoured from ready waits out in full.
-func (a *API) await(ctx context.Context, tok *token, ready func(context.Context) (bool, error)) error {
+func (a *API) await(ctx context.Context, tok *token, ready func(context.Context) (bool, error)) (err error) {
+	if a.cfg.Tracer != nil {
+		var span trace.Span
+		ctx, span = a.cfg.Tracer.Start(ctx, "await consistency token", trace.WithAttributes(
+			attribute.String("jetcqrs.aggregate.type", tok.aggType), attribute.String("jetcqrs.aggregate.id", tok.id),
+			attribute.Int64("jetcqrs.aggregate.version", tok.version)))
+		defer func() {
+			if err != nil {
+				span.SetStatus(codes.Error, err.Error())
+			}
+			span.End()
+		}()
+	}
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.ConsistencyWait)
 	defer cancel()
-	err := a.hub.WaitFor(ctx, tok.aggType, tok.id, ready)
+	err = a.hub.WaitFor(ctx, tok.aggType, tok.id, ready)
 	if errors.Is(err, errNeverHonoured) {
 		<-ctx.Done()
 		err = ctx.Err()

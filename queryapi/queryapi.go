@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetcqrs/jetcqrs/domain"
 	"github.com/jetcqrs/jetcqrs/internal/httpx"
@@ -48,6 +49,9 @@ type Config struct {
 	ConsistencyWait time.Duration
 	// MaxPageSize bounds limit (default 100).
 	MaxPageSize int
+	// Tracer, when set, records each read-your-writes wait as a span of the
+	// request's trace.
+	Tracer trace.Tracer
 }
 
 // The read models, as Readers.Versions names them.

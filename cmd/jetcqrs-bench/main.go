@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/jetcqrs/jetcqrs/internal/bench"
+	"github.com/jetcqrs/jetcqrs/internal/telemetry"
 )
 
 func main() {
@@ -43,6 +44,8 @@ func benchCmd() *cobra.Command {
 	var duration time.Duration
 	var readNodeWrites float64
 	var readWorkers int
+	var traced bool
+	var tracing *telemetry.Tracing // nil: tracing off
 	cfg := &config{}
 	mixed := &mixedFlags{}
 	cmd := &cobra.Command{
@@ -77,7 +80,7 @@ func benchCmd() *cobra.Command {
 				// Nine runs: three pipelines at three loads.
 				"relay-latency": func() (string, error) {
 					return bench.RelayLatency(cmd.Context(), bench.RelayLatencyConfig{ServerURL: server,
-						Rates: []int{100, 1000, 5000}, Duration: duration / 3, Log: log})
+						Rates: []int{100, 1000, 5000}, Duration: duration / 3, Tracing: tracing, Log: log})
 				},
 				// Eight runs: store and raw baseline for four read models.
 				"projection-apply": func() (string, error) {
@@ -105,7 +108,8 @@ func benchCmd() *cobra.Command {
 				// Six runs: the system and the bare chain at three loads.
 				"end-to-end": func() (string, error) {
 					return bench.EndToEnd(cmd.Context(), bench.EndToEndConfig{ServerURL: server, RedisURL: cfg.RedisURL,
-						ClickHouseURL: cfg.ClickHouseURL, Rates: offered, Duration: duration, MaxConns: cfg.DBMaxConns, Log: log})
+						ClickHouseURL: cfg.ClickHouseURL, Rates: offered, Duration: duration, MaxConns: cfg.DBMaxConns,
+						Tracing: tracing, Log: log})
 				},
 				// Nine runs: bare query, store with and without its cache, on a still
 				// index and at two write rates.
@@ -148,6 +152,20 @@ func benchCmd() *cobra.Command {
 			if args[0] == "all" {
 				names = []string{"place-order", "relay-drain", "relay-latency", "projection-apply", "embedded-apply", "query-get-order", "end-to-end", "rebuild", "catalog-search"}
 			}
+			if traced {
+				sink, err := bench.StartOTLPSink()
+				if err != nil {
+					return err
+				}
+				defer sink.Stop()
+				if tracing, err = sink.Tracing(cmd.Context()); err != nil {
+					return err
+				}
+				defer func() {
+					_ = tracing.Shutdown(context.WithoutCancel(cmd.Context()))
+					fmt.Fprintf(log, "tracing: the receiver got %d spans\n", sink.Spans())
+				}()
+			}
 			for _, name := range names {
 				fn, ok := run[name]
 				if !ok {
@@ -171,6 +189,7 @@ func benchCmd() *cobra.Command {
 		"PostgreSQL server that gets scratch databases")
 	cmd.Flags().StringVar(&clients, "clients", "1,4,16", "client concurrencies (query-get-order defaults to 1,4,16,64)")
 	cmd.Flags().StringVar(&rates, "rates", "", "offered loads of end-to-end in orders/s (default 250,500,1000)")
+	cmd.Flags().BoolVar(&traced, "tracing", false, "trace relay-latency and end-to-end, exporting over OTLP/gRPC to a receiver in this process")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	cmd.Flags().StringVar(&cfg.RedisURL, "redis-url", envOr("REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis for the read-model benchmarks")
 	cmd.Flags().StringVar(&cfg.ClickHouseURL, "clickhouse-url", envOr("CLICKHOUSE_URL", "clickhouse://127.0.0.1:9000/default"),

@@ -17,13 +17,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/jetcqrs/jetcqrs/adminapi"
 	"github.com/jetcqrs/jetcqrs/auth"
 	"github.com/jetcqrs/jetcqrs/commandapi"
 	"github.com/jetcqrs/jetcqrs/internal/httpx"
+	"github.com/jetcqrs/jetcqrs/internal/opsmetrics"
+	"github.com/jetcqrs/jetcqrs/internal/telemetry"
 	jnats "github.com/jetcqrs/jetcqrs/nats"
 	"github.com/jetcqrs/jetcqrs/postgres"
 	blevestore "github.com/jetcqrs/jetcqrs/projections/bleve"
@@ -58,7 +60,7 @@ type Main struct {
 	comp     Components
 	logger   *slog.Logger
 	registry *prometheus.Registry
-	tracer   *sdktrace.TracerProvider
+	tracing  *telemetry.Tracing
 	// searchCache counts the catalog search cache's hits and misses across
 	// every generation of the embedded index this process opens.
 	searchCache *blevestore.SearchCacheMetrics
@@ -96,9 +98,12 @@ type Main struct {
 // everything opened so far is closed.
 func NewMain(ctx context.Context, cfg *Config, comp Components, logger *slog.Logger) (*Main, error) {
 	m := &Main{cfg: cfg, comp: comp, logger: logger, registry: prometheus.NewRegistry(),
-		tracer: sdktrace.NewTracerProvider(), checks: map[string]func(context.Context) error{}}
-	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		checks: map[string]func(context.Context) error{}}
 	var err error
+	if m.tracing, err = telemetry.Setup(ctx, cfg.Tracing); err != nil {
+		return nil, err
+	}
+	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if m.searchCache, err = blevestore.NewSearchCacheMetrics(m.registry); err != nil {
 		return nil, err
 	}
@@ -106,7 +111,32 @@ func NewMain(ctx context.Context, cfg *Config, comp Components, logger *slog.Log
 		m.Close()
 		return nil, err
 	}
+	if err := m.registerStatusMetrics(); err != nil {
+		m.Close()
+		return nil, err
+	}
 	return m, nil
+}
+
+// registerStatusMetrics exports, read at each scrape, the state of what this
+// process runs: the streams, the read models it applies, its relay.
+func (m *Main) registerStatusMetrics() error {
+	var cs []prometheus.Collector
+	if m.js != nil {
+		cs = append(cs, opsmetrics.NewStreams(m.js, m.logger, jnats.DefaultStreamName, jnats.DefaultDeadLetterStreamName))
+	}
+	if m.comp.Projector && m.models != nil {
+		cs = append(cs, opsmetrics.NewModels(m.models.Status, m.js, jnats.DefaultStreamName, m.cfg.Partitions, m.logger))
+	}
+	if m.relay != nil {
+		cs = append(cs, opsmetrics.NewRelay(m.relay.Status))
+	}
+	for _, c := range cs {
+		if err := m.registry.Register(c); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 func (m *Main) open(ctx context.Context) error {
@@ -124,7 +154,7 @@ func (m *Main) open(ctx context.Context) error {
 		if err := m.openWriteStore(ctx); err != nil {
 			return err
 		}
-		mounts = append(mounts, commandapi.New(m.store, tokens, m.tracer.Tracer("jetcqrs/commandapi"), m.logger,
+		mounts = append(mounts, commandapi.New(m.tracing.Commands(m.store), tokens, m.tracing.Tracer(telemetry.ScopeCommandAPI), m.logger,
 			commandapi.Config{CommandTimeout: m.cfg.CommandTimeout}).Mount)
 	}
 	if m.comp.Broker && m.cfg.NATSURL != "" {
@@ -177,7 +207,7 @@ func (m *Main) open(ctx context.Context) error {
 			relayStatus = statusFunc(func(context.Context) (any, error) { return m.relay.Status(), nil })
 		}
 		mounts = append(mounts, queryapi.New(m.live.Readers(), tokens, hub, projStatus, relayStatus, m.logger,
-			queryapi.Config{ConsistencyWait: m.cfg.ConsistencyWait}).Mount)
+			queryapi.Config{ConsistencyWait: m.cfg.ConsistencyWait, Tracer: m.optionalTracer(telemetry.ScopeQueryAPI)}).Mount)
 	}
 	if m.comp.Relay {
 		if err := m.openRelay(ctx); err != nil {
@@ -199,7 +229,7 @@ func (m *Main) open(ctx context.Context) error {
 		mounts = append(mounts, adminapi.New(admin, relayStatus, tokens, m.logger).Mount)
 	}
 	r, err := httpx.NewRouter(httpx.RouterConfig{Logger: m.logger, Registry: m.registry, Checks: m.checks,
-		MetricsElsewhere: m.cfg.MetricsAddr != ""}, mounts...)
+		MetricsElsewhere: m.cfg.MetricsAddr != "", Tracer: m.optionalTracer(telemetry.ScopeHTTP)}, mounts...)
 	if err != nil {
 		return err
 	}
@@ -220,6 +250,15 @@ func (m *Main) open(ctx context.Context) error {
 		return fmt.Errorf("http-addr: %w", err)
 	}
 	return nil
+}
+
+// optionalTracer is the named tracer while tracing is on, nil otherwise:
+// components given nil start no spans at all.
+func (m *Main) optionalTracer(name string) trace.Tracer {
+	if !m.tracing.Enabled() {
+		return nil
+	}
+	return m.tracing.Tracer(name)
 }
 
 type statusFunc func(context.Context) (any, error)
@@ -308,5 +347,11 @@ func (m *Main) Close() {
 	if m.pool != nil {
 		m.pool.Close()
 	}
-	_ = m.tracer.Shutdown(context.Background())
+	if m.tracing != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := m.tracing.Shutdown(sctx); err != nil {
+			m.logger.Warn("flushing traces", "err", err)
+		}
+	}
 }

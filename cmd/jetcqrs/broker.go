@@ -90,7 +90,7 @@ func (m *Main) openRelay(ctx context.Context) error {
 		PublicationName: m.cfg.SlotName,
 		Logger:          m.logger,
 		Registerer:      m.registry,
-	}, relaypub.New(pub))
+	}, m.tracing.Publisher(relaypub.New(pub)))
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/jetcqrs/jetcqrs/auth"
+	"github.com/jetcqrs/jetcqrs/internal/telemetry"
 )
 
 // Config is everything the binary reads from flags and the environment. Every
@@ -49,6 +50,9 @@ type Config struct {
 	NATSCA, NATSCert, NATSKey                              string
 	// MetricsAddr, when set, serves /metrics there instead of on HTTPAddr.
 	MetricsAddr string
+	// Tracing chooses the trace exporter (OTEL_TRACES_EXPORTER and the
+	// OTLP protocol); the SDK reads the other OTEL_* variables itself.
+	Tracing telemetry.Config
 }
 
 // envNames maps each flag to its environment variable; every flag has one.
@@ -129,6 +133,9 @@ func applyEnv(fs *pflag.FlagSet) error {
 
 // Validate names the first bad field.
 func (c *Config) Validate() error {
+	if err := c.Tracing.Validate(); err != nil {
+		return err
+	}
 	if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		return fmt.Errorf("config: database-url ($DATABASE_URL) must be a postgres:// URL, got %q", c.DatabaseURL)
 	}

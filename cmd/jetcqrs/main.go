@@ -17,6 +17,7 @@ import (
 
 	"github.com/jetcqrs/jetcqrs/auth"
 	"github.com/jetcqrs/jetcqrs/domain"
+	"github.com/jetcqrs/jetcqrs/internal/telemetry"
 	"github.com/jetcqrs/jetcqrs/postgres"
 )
 
@@ -41,6 +42,7 @@ func newRootCmd() *cobra.Command {
 			if err := applyEnv(cmd.Flags()); err != nil {
 				return err
 			}
+			cfg.Tracing = telemetry.FromEnv(os.LookupEnv)
 			return cfg.Validate()
 		},
 	}
@@ -54,7 +56,7 @@ func newRootCmd() *cobra.Command {
 		runCmd(cfg, "query-api", "Run the query API alone: on the shared engines with ELASTICSEARCH_URL, else as a read node keeping its own read models", Components{QueryAPI: true}),
 		runCmd(cfg, "broker", "Run the embedded NATS server alone, for processes started apart (they set NATS_URL)",
 			Components{Broker: true}),
-		migrateCmd(cfg), tokenCmd(cfg), dlqCmd(cfg), outboxCmd(cfg), versionCmd())
+		migrateCmd(cfg), tokenCmd(cfg), dlqCmd(cfg), outboxCmd(cfg), statusCmd(cfg), rebuildCmd(cfg), versionCmd())
 	return root
 }
 
@@ -62,10 +64,11 @@ func newLogger(cfg *Config) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		h = slog.NewJSONHandler(os.Stderr, opts)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return slog.New(telemetry.LogHandler(h))
 }
 
 func runCmd(cfg *Config, use, short string, comp Components) *cobra.Command {

@@ -28,8 +28,9 @@ func (m *Main) openModels(ctx context.Context) error {
 		Models: specs,
 		Open: models.NewOpener(models.Config{Redis: m.redis, RedisPrefix: m.cfg.RedisPrefix, ClickHouse: m.ch,
 			ElasticsearchURL: m.cfg.ElasticsearchURL, DataDir: m.cfg.DataDir, SearchCache: m.searchCache}).Open,
-		Record: m.record,
-		JS:     m.js,
+		WrapStore: m.tracing.Applier,
+		Record:    m.record,
+		JS:        m.js,
 		Runtime: projections.Config{
 			Partitions: m.cfg.Partitions,
 			Logger:     m.logger,

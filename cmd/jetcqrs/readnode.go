@@ -12,6 +12,7 @@ import (
 	"github.com/jetcqrs/jetcqrs/auth"
 	"github.com/jetcqrs/jetcqrs/domain"
 	"github.com/jetcqrs/jetcqrs/internal/httpx"
+	"github.com/jetcqrs/jetcqrs/internal/telemetry"
 	jnats "github.com/jetcqrs/jetcqrs/nats"
 	"github.com/jetcqrs/jetcqrs/projections"
 	"github.com/jetcqrs/jetcqrs/projections/lifecycle"
@@ -83,7 +84,7 @@ func (m *Main) openReadNode(ctx context.Context, tokens *auth.Tokens) (func(chi.
 		readers.Sales = m.live.Sales()
 	}
 	api := queryapi.New(readers, tokens, hub, statusFunc(node.Status), nil, m.logger,
-		queryapi.Config{ConsistencyWait: m.cfg.ConsistencyWait})
+		queryapi.Config{ConsistencyWait: m.cfg.ConsistencyWait, Tracer: m.optionalTracer(telemetry.ScopeQueryAPI)})
 	return func(r chi.Router) {
 		r.Group(func(r chi.Router) {
 			r.Use(node.Gate)
@@ -122,7 +123,7 @@ func (m *Main) openSharedForReadNode(ctx context.Context, specs []lifecycle.Spec
 	m.live = live.New()
 	host, _ := os.Hostname()
 	lc, err := lifecycle.New(lifecycle.Config{
-		Models: specs, Record: m.record, JS: m.js,
+		Models: specs, Record: m.record, JS: m.js, WrapStore: m.tracing.Applier,
 		Open: models.NewOpener(models.Config{Redis: m.redis, RedisPrefix: m.cfg.RedisPrefix, ClickHouse: m.ch,
 			DataDir: m.cfg.DataDir, SearchCache: m.searchCache}).Open,
 		Runtime:  projections.Config{Partitions: m.cfg.Partitions, Logger: m.logger, Registry: m.registry},

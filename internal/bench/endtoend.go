@@ -18,13 +18,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetcqrs/jetcqrs/auth"
 	"github.com/jetcqrs/jetcqrs/commandapi"
 	"github.com/jetcqrs/jetcqrs/domain"
 	"github.com/jetcqrs/jetcqrs/internal/httpx"
 	"github.com/jetcqrs/jetcqrs/internal/relaypub"
+	"github.com/jetcqrs/jetcqrs/internal/telemetry"
 	jnats "github.com/jetcqrs/jetcqrs/nats"
 	"github.com/jetcqrs/jetcqrs/postgres"
 	"github.com/jetcqrs/jetcqrs/projections"
@@ -52,7 +53,10 @@ type EndToEndConfig struct {
 	Workers int
 	// MaxConns is the write store's pool size (default 20, the binary's).
 	MaxConns int32
-	Log      io.Writer
+	// Tracing, when set, traces the system as the binary does with an
+	// exporter configured; nil runs it with tracing off (the default).
+	Tracing *telemetry.Tracing
+	Log     io.Writer
 }
 
 // EndToEnd measures how long an order takes from the command API's 201 to
@@ -132,6 +136,9 @@ func EndToEnd(ctx context.Context, cfg EndToEndConfig) (string, error) {
 	fmt.Fprintf(&out, "## End to end: command 201 → visible in the read model\n\n")
 	fmt.Fprintf(&out, "`jetcqrs-bench end-to-end` on %s. Orders of 1–3 random SKUs of 1000 are offered open-loop at\n", Machine())
 	fmt.Fprintf(&out, "%s orders/s in turn by %d concurrent clients for %s per run (the first %s not measured).\n\n", joinInts(cfg.Rates), cfg.Workers, cfg.Duration, latencyWarmUp(cfg.Duration))
+	if cfg.Tracing != nil && cfg.Tracing.Enabled() {
+		out.WriteString("Tracing on: every span exported over OTLP/gRPC to a receiver in the same process.\n\n")
+	}
 	out.WriteString("- **jetcqrs**: the whole system in one process, wired as `serve` wires it: command API (write store pool of\n")
 	fmt.Fprintf(&out, "  %d), CDC relay, embedded JetStream, projection runtime with the four read models (Redis orders and\n", cfg.MaxConns)
 	out.WriteString("  inventory, Bleve catalog, ClickHouse sales, 16 partitions; one runtime for the four, where `serve` runs one\n")
@@ -179,6 +186,14 @@ type e2eResult struct {
 func systemRun(ctx context.Context, cfg EndToEndConfig, rate int, dbURL string, pool *pgxpool.Pool, b *broker, rdb *redis.Client,
 	prefix, name string, skus []string) (e2eResult, error) {
 	logger := discardLogger()
+	tr := cfg.Tracing
+	if tr == nil {
+		tr = telemetry.Off()
+	}
+	var httpTracer, queryTracer trace.Tracer
+	if tr.Enabled() {
+		httpTracer, queryTracer = tr.Tracer(telemetry.ScopeHTTP), tr.Tracer(telemetry.ScopeQueryAPI)
+	}
 	slot := name + "_relay"
 	if err := prepareRelayRun(ctx, pool, relay.Config{DatabaseURL: dbURL, SlotName: slot, PublicationName: name}); err != nil {
 		return e2eResult{}, err
@@ -215,12 +230,12 @@ func systemRun(ctx context.Context, cfg EndToEndConfig, rate int, dbURL string, 
 			_ = jnats.PublishApplied(b.nc, projections.Aggregates(events))
 		},
 	}, []projections.Projection{
-		{Name: "orders", AggregateTypes: []string{domain.AggregateOrder}, Store: orders},
+		{Name: "orders", AggregateTypes: []string{domain.AggregateOrder}, Store: tr.Applier("orders", orders)},
 		{Name: "inventory", AggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory},
-			EventTypes: redisstore.InventoryEventTypes, Store: inventory},
-		{Name: "catalog", AggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory}, Store: catalog,
+			EventTypes: redisstore.InventoryEventTypes, Store: tr.Applier("inventory", inventory)},
+		{Name: "catalog", AggregateTypes: []string{domain.AggregateProduct, domain.AggregateInventory}, Store: tr.Applier("catalog", catalog),
 			CommitInterval: projections.CatalogCommitInterval},
-		{Name: "sales", AggregateTypes: []string{domain.AggregateOrder}, EventTypes: chstore.EventTypes, Store: sales,
+		{Name: "sales", AggregateTypes: []string{domain.AggregateOrder}, EventTypes: chstore.EventTypes, Store: tr.Applier("sales", sales),
 			CommitInterval: projections.SalesCommitInterval},
 	})
 	if err != nil {
@@ -241,7 +256,7 @@ func systemRun(ctx context.Context, cfg EndToEndConfig, rate int, dbURL string, 
 		return e2eResult{}, err
 	}
 	rel, err := relay.New(relay.Config{DatabaseURL: dbURL, SlotName: slot, PublicationName: name, Logger: logger,
-		Registerer: prometheus.NewRegistry()}, relaypub.New(pub))
+		Registerer: prometheus.NewRegistry()}, tr.Publisher(relaypub.New(pub)))
 	if err != nil {
 		return e2eResult{}, err
 	}
@@ -254,22 +269,20 @@ func systemRun(ctx context.Context, cfg EndToEndConfig, rate int, dbURL string, 
 	if err != nil {
 		return e2eResult{}, err
 	}
-	tracer := sdktrace.NewTracerProvider()
-	defer func() { _ = tracer.Shutdown(context.Background()) }()
 	hub := queryapi.NewHub()
 	sub, err := jnats.SubscribeApplied(b.nc, hub.Notify)
 	if err != nil {
 		return e2eResult{}, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	router, err := httpx.NewRouter(httpx.RouterConfig{Logger: logger, Registry: prometheus.NewRegistry()},
-		commandapi.New(postgres.NewStore(pool), tokens, tracer.Tracer("jetcqrs/commandapi"), logger, commandapi.Config{}).Mount,
+	router, err := httpx.NewRouter(httpx.RouterConfig{Logger: logger, Registry: prometheus.NewRegistry(), Tracer: httpTracer},
+		commandapi.New(tr.Commands(postgres.NewStore(pool)), tokens, tr.Tracer(telemetry.ScopeCommandAPI), logger, commandapi.Config{}).Mount,
 		queryapi.New(queryapi.Readers{Orders: orders, Inventory: inventory, Catalog: catalog, Sales: sales,
 			Versions: map[string]map[string]projections.VersionReader{
 				queryapi.ModelOrders:    {domain.AggregateOrder: orders},
 				queryapi.ModelInventory: {domain.AggregateInventory: inventory},
 				queryapi.ModelCatalog:   {domain.AggregateProduct: catalog, domain.AggregateInventory: catalog}}},
-			tokens, hub, nil, nil, logger, queryapi.Config{ConsistencyWait: 5 * time.Second}).Mount)
+			tokens, hub, nil, nil, logger, queryapi.Config{ConsistencyWait: 5 * time.Second, Tracer: queryTracer}).Mount)
 	if err != nil {
 		return e2eResult{}, err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetcqrs/jetcqrs/internal/relaypub"
+	"github.com/jetcqrs/jetcqrs/internal/telemetry"
 	jnats "github.com/jetcqrs/jetcqrs/nats"
 	"github.com/jetcqrs/jetcqrs/postgres"
 	"github.com/jetcqrs/jetcqrs/relay"
@@ -748,6 +749,9 @@ type RelayLatencyConfig struct {
 	Duration time.Duration
 	// Writers is how many connections commit events (default 16).
 	Writers int
+	// Tracing, when set, traces the relays' publishing as the binary does
+	// with an exporter configured; nil leaves tracing off (the default).
+	Tracing *telemetry.Tracing
 	Log     io.Writer
 }
 
@@ -814,7 +818,11 @@ func RelayLatency(ctx context.Context, cfg RelayLatencyConfig) (string, error) {
 				return nil, err
 			}
 			rc.DatabaseURL, rc.Logger = dbURL, discardLogger()
-			r, err := relay.New(rc, observedPublisher{next: relaypub.New(pub), sent: func(events []relay.Event) {
+			tracing := cfg.Tracing
+			if tracing == nil {
+				tracing = telemetry.Off()
+			}
+			r, err := relay.New(rc, observedPublisher{next: tracing.Publisher(relaypub.New(pub)), sent: func(events []relay.Event) {
 				for _, e := range events {
 					if e.CommitLSN != 0 { // CDC: the commit record's timestamp
 						tr.walCommitted(e.ID, e.CommitTime)
@@ -853,6 +861,9 @@ func RelayLatency(ctx context.Context, cfg RelayLatencyConfig) (string, error) {
 
 	var out strings.Builder
 	fmt.Fprintf(&out, "## Relay latency: commit → JetStream, CDC vs polling vs a bare CDC loop\n\n")
+	if cfg.Tracing != nil && cfg.Tracing.Enabled() {
+		out.WriteString("Tracing on: the relays' publish spans exported over OTLP/gRPC to a receiver in the same process.\n\n")
+	}
 	fmt.Fprintf(&out, "`jetcqrs-bench relay-latency` on %s. A paced, open-loop writer commits 1-event\n", Machine())
 	fmt.Fprintf(&out, "transactions (an OrderPlaced outbox row, autocommit INSERT, `synchronous_commit` on) from %d connections\n", cfg.Writers)
 	fmt.Fprintf(&out, "at each offered load for %s (the first %s not measured), into each pipeline in turn:\n\n", cfg.Duration, latencyWarmUp(cfg.Duration))

@@ -11,6 +11,10 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetcqrs/jetcqrs/domain"
 )
@@ -164,4 +168,31 @@ func Health(r chi.Router, checks map[string]func(context.Context) error, logger 
 		}
 		WriteJSON(w, status, map[string]any{"ready": ok, "checks": out})
 	})
+}
+
+// Trace starts each request's server span, child of the caller's
+// traceparent if it sent one, and names it by its route once routed. A nil
+// tracer (tracing off) adds nothing.
+func Trace(tracer trace.Tracer) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		if tracer == nil {
+			return next
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx := propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+			ctx, span := tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
+				trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
+			defer span.End()
+			sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+			next.ServeHTTP(sw, r.WithContext(ctx))
+			if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+				span.SetName(r.Method + " " + rc.RoutePattern())
+				span.SetAttributes(attribute.String("http.route", rc.RoutePattern()))
+			}
+			span.SetAttributes(attribute.Int("http.response.status_code", sw.status))
+			if sw.status >= 500 {
+				span.SetStatus(codes.Error, http.StatusText(sw.status))
+			}
+		})
+	}
 }

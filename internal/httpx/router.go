@@ -7,6 +7,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // RouterConfig is what NewRouter wires around the routes.
@@ -20,6 +21,8 @@ type RouterConfig struct {
 	MetricsElsewhere bool
 	// Checks are the dependencies /readyz checks.
 	Checks map[string]func(context.Context) error
+	// Tracer, when set, starts a server span per request (Trace).
+	Tracer trace.Tracer
 }
 
 // NewRouter builds the router of every jetcqrs HTTP server, in the binary,
@@ -37,7 +40,7 @@ func NewRouter(cfg RouterConfig, mounts ...func(chi.Router)) (chi.Router, error)
 		return nil, err
 	}
 	r := chi.NewRouter()
-	r.Use(Recover(cfg.Logger), metrics.Middleware)
+	r.Use(Recover(cfg.Logger), metrics.Middleware, Trace(cfg.Tracer))
 	r.NotFound(NotFound)
 	r.MethodNotAllowed(MethodNotAllowed)
 	for _, mount := range mounts {

@@ -74,7 +74,10 @@ type Config struct {
 	// whenever another is promoted. Readers load the live store on every
 	// read, so they move at once.
 	OnSwitch func(name string, gen int, m Model)
-	Logger   *slog.Logger
+	// WrapStore, if set, decorates every generation's store before its
+	// runtime applies batches to it (tracing, for one).
+	WrapStore func(name string, a projections.Applier) projections.Applier
+	Logger    *slog.Logger
 	// RetireGrace (default 10s): how long a replaced generation stays after
 	// the switch, for reads under way on it and for processes elsewhere to
 	// notice the switch.
@@ -356,9 +359,13 @@ func (m *Manager) startLocked(ctx context.Context, mm *model, g *generation, bui
 		}
 		cfg.StartDelay = spread(m.cfg.Owner)
 	}
+	store := g.m.Store()
+	if m.cfg.WrapStore != nil {
+		store = m.cfg.WrapStore(name, store)
+	}
 	rt, err := projections.NewRuntime(m.cfg.JS, cfg, []projections.Projection{{Name: name,
 		AggregateTypes: mm.spec.AggregateTypes, EventTypes: mm.spec.EventTypes,
-		Store: g.m.Store(), CommitInterval: mm.spec.CommitInterval}})
+		Store: store, CommitInterval: mm.spec.CommitInterval}})
 	if err != nil {
 		return err
 	}
