@@ -57,6 +57,17 @@ type Publisher interface {
 	// stored (it breaks the stream's envelope contract) is reported with an
 	// error matching ErrEventRejected.
 	PublishBatch(ctx context.Context, after uint64, events []Event) (acked int, err error)
+	// PublishStream is PublishBatch over the concatenation of the batches
+	// received from batches, pipelined: it publishes each batch as it
+	// arrives, without waiting for the acknowledgements of the ones before
+	// (the first event of the whole sequence only as sequence after+1, the
+	// next as after+2, and so on). It calls acked, on the calling goroutine,
+	// once per acknowledged event of the sequence's acknowledged prefix, in
+	// order. It returns when batches is closed and every event is
+	// acknowledged (nil), or after the first failure, once no publish is in
+	// flight any more; from then on it receives no more batches. The
+	// stream then holds a prefix of the sequence, as after PublishBatch.
+	PublishStream(ctx context.Context, after uint64, batches <-chan []Event, acked func()) (int, error)
 }
 
 // ErrEventRejected is what a Publisher's error matches when retrying cannot

@@ -392,6 +392,37 @@ func (p observedPublisher) PublishBatch(ctx context.Context, after uint64, event
 	return n, err
 }
 
+func (p observedPublisher) PublishStream(ctx context.Context, after uint64, batches <-chan []relay.Event, acked func()) (int, error) {
+	in := batches
+	if p.sent != nil {
+		seen := make(chan []relay.Event)
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			defer close(seen)
+			for b := range batches {
+				p.sent(b)
+				select {
+				case seen <- b:
+				case <-done:
+					return
+				}
+			}
+		}()
+		in = seen
+	}
+	onAck := acked
+	if p.acked != nil {
+		onAck = func() {
+			if acked != nil {
+				acked()
+			}
+			p.acked(1)
+		}
+	}
+	return p.next.PublishStream(ctx, after, in, onAck)
+}
+
 // broker is an embedded nats-server in a temporary directory with the
 // EVENTS stream.
 type broker struct {
