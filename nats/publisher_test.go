@@ -398,3 +398,71 @@ func TestPublishBatchRefusesWhatAnotherPublisherStored(t *testing.T) {
 		t.Fatalf("stream holds %d messages, want %d", got, len(events))
 	}
 }
+
+// PublishStream keeps publishes in flight across batch boundaries, the
+// expected sequence running on from batch to batch; a rejection in one
+// batch stops the stream there, the publishes of the later batches already
+// in flight are refused, and the stream holds only the prefix before it.
+func TestPublishStreamAcrossBatches(t *testing.T) {
+	t.Parallel()
+	logger := testLogger(t)
+	srv := startServer(t, logger)
+	_, js := connect(t, srv.ClientURL(), logger)
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{
+		Name: "EVENTS", Subjects: []string{"events.>"}, Storage: jetstream.FileStorage, MaxMsgSize: 1024,
+		Metadata: map[string]string{PartitionsMetadataKey: "16"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p := newPublisher(t, js, PublisherConfig{MaxInFlight: 64})
+	events := makeEvents(1000)
+	for i := range events { // one aggregate, one partition
+		events[i].AggregateType, events[i].AggregateID, events[i].AggregateVersion = "order", "order-1", int64(i+1)
+		events[i].EventType = "OrderPlaced"
+	}
+	stream := func(after uint64, evs []Event, size int) (int, []int, error) {
+		batches := make(chan []Event, len(evs)/size+1)
+		for i := 0; i < len(evs); i += size {
+			batches <- evs[i:min(i+size, len(evs))]
+		}
+		close(batches)
+		var acked []int
+		n, err := p.PublishStream(t.Context(), after, batches, func(i int) { acked = append(acked, i) })
+		return n, acked, err
+	}
+
+	n, acked, err := stream(0, events[:600], 7)
+	if err != nil || n != 600 || len(acked) != 600 || acked[599] != 599 {
+		t.Fatalf("PublishStream = %d, %v (%d acks); want 600, nil", n, err, len(acked))
+	}
+	rest := events[600:]
+	rest[50].Payload = []byte(`"` + strings.Repeat("x", 2048) + `"`) // the stream refuses it: too large
+	n, acked, err = stream(600, rest, 9)
+	var apiErr *jetstream.APIError
+	if n != 50 || len(acked) != 50 || !errors.As(err, &apiErr) || errors.Is(err, ErrUnexpectedSequence) {
+		t.Fatalf("PublishStream = %d, %v (%d acks); want 50 and the server's rejection of event 50", n, err, len(acked))
+	}
+	stored := readStream(t, js, "EVENTS")
+	if len(stored) != 650 {
+		t.Fatalf("stream holds %d events, want only the 650 before the rejected one", len(stored))
+	}
+	for i := range stored {
+		if stored[i].ID != events[i].ID {
+			t.Fatalf("stream position %d holds %s, want %s", i, stored[i].ID, events[i].ID)
+		}
+	}
+	// Sent again after the stream's last sequence, the rest lands in order.
+	rest[50].Payload = events[0].Payload
+	if n, _, err := stream(650, rest[50:], 11); err != nil || n != 350 {
+		t.Fatalf("PublishStream again = %d, %v; want 350, nil", n, err)
+	}
+	stored = readStream(t, js, "EVENTS")
+	if len(stored) != len(events) {
+		t.Fatalf("stream holds %d events, want %d", len(stored), len(events))
+	}
+	for i := range stored {
+		if stored[i].ID != events[i].ID {
+			t.Fatalf("stream position %d holds %s, want %s", i, stored[i].ID, events[i].ID)
+		}
+	}
+}
