@@ -372,6 +372,50 @@ func (p *Publisher) Last(ctx context.Context) (seq uint64, position string, err 
 	return st.LastSeq, msg.Header.Get(HeaderCommitPosition), nil
 }
 
+// MaxPositionWalk bounds how many messages LastPosition reads back.
+const MaxPositionWalk = 10_000
+
+// LastPosition returns the sequence and commit position (HeaderCommitPosition)
+// of the newest message after sequence after that this publisher's discipline
+// appended: it carries a commit position and was stored under the condition
+// that the stream's last sequence was the one right before it
+// (Nats-Expected-Last-Sequence, which JetStream keeps with the message). It
+// walks back from the stream's last message over anything else: a message
+// re-published by hand (a copy keeps the original's commit position but
+// cannot keep its condition, or the stream would refuse it), or appended by
+// another writer. It returns 0 and "" when no message after after is one,
+// and an error when more than MaxPositionWalk messages would have to be
+// read.
+func (p *Publisher) LastPosition(ctx context.Context, after uint64) (seq uint64, position string, err error) {
+	s, err := p.js.Stream(ctx, p.cfg.Stream)
+	if err != nil {
+		return 0, "", fmt.Errorf("nats: stream %s: %w", p.cfg.Stream, err)
+	}
+	st := s.CachedInfo().State
+	if st.Msgs == 0 {
+		return 0, "", nil
+	}
+	lowest := max(after+1, st.FirstSeq)
+	for seq := st.LastSeq; seq >= lowest && seq > 0; seq-- {
+		if st.LastSeq-seq >= MaxPositionWalk {
+			return 0, "", fmt.Errorf("nats: stream %s: none of the last %d messages carries a commit position under "+
+				"its expected last sequence; they were appended by another writer", p.cfg.Stream, MaxPositionWalk)
+		}
+		msg, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // deleted
+		}
+		if err != nil {
+			return 0, "", fmt.Errorf("nats: stream %s: message %d: %w", p.cfg.Stream, seq, err)
+		}
+		pos := msg.Header.Get(HeaderCommitPosition)
+		if pos != "" && msg.Header.Get(jetstream.ExpectedLastSeqHeader) == strconv.FormatUint(seq-1, 10) {
+			return seq, pos, nil
+		}
+	}
+	return 0, "", nil
+}
+
 // EventIDs calls fn, in stream order, with the sequence and event id
 // (Nats-Msg-Id) of every message stored after sequence after, up to and
 // including through. It reads headers only, through an ordered consumer.

@@ -76,18 +76,31 @@ func (r *Relay) stream(t *term, pool *pgxpool.Pool) error {
 	// is the slot's own (after the backfill; an older slot's positions say
 	// nothing about this one, whose LSNs may even repeat them after a
 	// PostgreSQL failover).
-	last, lastPosition, err := r.pub.Last(t.stop)
+	// The position is read from the newest message the relay appended: a
+	// message re-published by hand keeps its original's (older) position,
+	// and another writer's has none, so the stream's last message may not
+	// say how far the slot's events are in.
+	last, _, err := r.pub.Last(t.stop)
 	if err != nil {
 		return fmt.Errorf("relay: stream's last message: %w", err)
 	}
 	r.streamLast = last
+	heldSeq, heldText, err := r.pub.LastPosition(t.stop, uint64(backfilledSeq))
+	if err != nil {
+		return fmt.Errorf("relay: stream's last commit position: %w", err)
+	}
 	var held position
-	if last > uint64(backfilledSeq) {
+	if heldSeq > 0 {
 		var ok bool
-		if held, ok = parsePosition(lastPosition); !ok {
-			return permanent(fmt.Errorf("%w: the stream's last message (sequence %d) came after the slot's backfill "+
-				"but has no commit position %q; the relay must be the stream's only writer", errStreamDiverged, last, lastPosition))
+		if held, ok = parsePosition(heldText); !ok {
+			return permanent(fmt.Errorf("%w: stream message %d has the commit position %q, which the relay cannot read",
+				errStreamDiverged, heldSeq, heldText))
 		}
+	}
+	if last > max(heldSeq, uint64(backfilledSeq)) {
+		r.log.Warn("relay: the stream's last messages were not appended by this relay (re-published by hand, or "+
+			"another writer); resuming after its own last message", "foreign", last-max(heldSeq, uint64(backfilledSeq)),
+			"own_last_seq", heldSeq, "stream_last_seq", last)
 	}
 
 	cfg, err := r.replicationConfig()

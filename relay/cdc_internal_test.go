@@ -191,6 +191,15 @@ func (p *scriptedPublisher) Last(context.Context) (uint64, string, error) {
 	return uint64(len(p.stored)), p.stored[len(p.stored)-1].Position(), nil
 }
 
+func (p *scriptedPublisher) LastPosition(_ context.Context, after uint64) (uint64, string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if uint64(len(p.stored)) <= after {
+		return 0, "", nil
+	}
+	return uint64(len(p.stored)), p.stored[len(p.stored)-1].Position(), nil
+}
+
 func (p *scriptedPublisher) EventIDs(_ context.Context, after, through uint64, fn func(uint64, string) error) error {
 	p.mu.Lock()
 	stored := slices.Clone(p.stored[after:min(through, uint64(len(p.stored)))])

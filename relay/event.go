@@ -44,6 +44,11 @@ type Publisher interface {
 	// stream that never held one, and that message's commit position (what
 	// Event.Position gave when it was published), "" when it has none.
 	Last(ctx context.Context) (seq uint64, position string, err error)
+	// LastPosition returns the sequence and commit position of the newest
+	// message after sequence after that the relay appended with a commit
+	// position, passing over messages appended otherwise (re-published by
+	// hand, or by another writer); 0 and "" when there is none.
+	LastPosition(ctx context.Context, after uint64) (seq uint64, position string, err error)
 	// EventIDs calls fn in stream order with the sequence and event id of
 	// each message stored after sequence after, up to through.
 	EventIDs(ctx context.Context, after, through uint64, fn func(seq uint64, id string) error) error

@@ -82,6 +82,15 @@ func (m *modelStream) Last(context.Context) (uint64, string, error) {
 	return uint64(len(m.stored)), m.stored[len(m.stored)-1].Position(), nil
 }
 
+func (m *modelStream) LastPosition(_ context.Context, after uint64) (uint64, string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if uint64(len(m.stored)) <= after {
+		return 0, "", nil
+	}
+	return uint64(len(m.stored)), m.stored[len(m.stored)-1].Position(), nil
+}
+
 func (m *modelStream) EventIDs(_ context.Context, after, through uint64, fn func(uint64, string) error) error {
 	m.mu.Lock()
 	stored := slices.Clone(m.stored[after:min(through, uint64(len(m.stored)))])

@@ -377,6 +377,10 @@ func (p observedPublisher) Last(ctx context.Context) (uint64, string, error) {
 	return p.next.Last(ctx)
 }
 
+func (p observedPublisher) LastPosition(ctx context.Context, after uint64) (uint64, string, error) {
+	return p.next.LastPosition(ctx, after)
+}
+
 func (p observedPublisher) EventIDs(ctx context.Context, after, through uint64, fn func(uint64, string) error) error {
 	return p.next.EventIDs(ctx, after, through, fn)
 }

@@ -22,6 +22,12 @@ func New(pub *jnats.Publisher) Publisher { return Publisher{pub: pub} }
 // Last returns the stream's last sequence and its message's commit position.
 func (p Publisher) Last(ctx context.Context) (uint64, string, error) { return p.pub.Last(ctx) }
 
+// LastPosition returns the newest message after after that the relay
+// appended with a commit position (nats.Publisher.LastPosition).
+func (p Publisher) LastPosition(ctx context.Context, after uint64) (uint64, string, error) {
+	return p.pub.LastPosition(ctx, after)
+}
+
 // EventIDs reads the event ids of the stream's messages after after, up to
 // through.
 func (p Publisher) EventIDs(ctx context.Context, after, through uint64, fn func(seq uint64, id string) error) error {
