@@ -232,9 +232,14 @@ func (p *Publisher) PublishStream(ctx context.Context, after uint64, batches <-c
 	queue := make(chan pendingAck, window) // never blocks: slots bounds it
 	stop := make(chan struct{})
 	var sendErr error // set by the sender before it closes queue
+	// Once the window is full the sender waits for a chunk of it to free
+	// before it sends again, so that it sends bursts (which the connection
+	// writes together) instead of one message per acknowledgement.
+	chunk := max(window/8, 1)
 	go func() {
 		defer close(queue)
-		i := 0 // index in the whole sequence
+		i := 0      // index in the whole sequence
+		credit := 0 // slots taken and not yet used
 		for {
 			var batch []Event
 			select {
@@ -250,14 +255,23 @@ func (p *Publisher) PublishStream(ctx context.Context, after uint64, batches <-c
 				batch = b
 			}
 			for j := range batch {
-				select {
-				case <-stop:
-					return
-				case <-ctx.Done():
-					sendErr = fmt.Errorf("nats: publish event %d (%s): %w", i, batch[j].ID, ctx.Err())
-					return
-				case slots <- struct{}{}:
+				// With no slot left, take a chunk of them: while the window
+				// has room that takes no time; when it is full, the sender
+				// waits for a chunk of acknowledgements.
+				for credit == 0 {
+					for credit < chunk {
+						select {
+						case <-stop:
+							return
+						case <-ctx.Done():
+							sendErr = fmt.Errorf("nats: publish event %d (%s): %w", i, batch[j].ID, ctx.Err())
+							return
+						case slots <- struct{}{}:
+							credit++
+						}
+					}
 				}
+				credit--
 				msg, err := batch[j].Msg(p.cfg.Partitions)
 				if err != nil {
 					sendErr = fmt.Errorf("nats: publish event %d: %w", i, err)
