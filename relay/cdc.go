@@ -576,6 +576,8 @@ func (r *Relay) publishRound(stop, hard context.Context, q *commitQueue, f *inFl
 				return true
 			case <-roundDone:
 				return false
+			case <-stop.Done():
+				return false // not sent: whoever relays next sends it
 			}
 		}
 		for resend := f.unacked(); len(resend) > 0; {
