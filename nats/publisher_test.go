@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -464,5 +465,54 @@ func TestPublishStreamAcrossBatches(t *testing.T) {
 		if stored[i].ID != events[i].ID {
 			t.Fatalf("stream position %d holds %s, want %s", i, stored[i].ID, events[i].ID)
 		}
+	}
+}
+
+// LastPosition passes over what the publisher did not append: a copy
+// re-published by hand (with the original's commit position but not its
+// expected sequence) and another writer's message without a position.
+func TestLastPositionSkipsForeignMessages(t *testing.T) {
+	t.Parallel()
+	_, _, js := setup(t)
+	p := newPublisher(t, js, PublisherConfig{})
+	events := makeEvents(5)
+	for i := range events {
+		events[i].CommitPosition = "0/" + strconv.Itoa(16+i) + ":0"
+	}
+	if n, err := p.PublishBatch(t.Context(), 0, events); err != nil || n != 5 {
+		t.Fatalf("PublishBatch = %d, %v", n, err)
+	}
+	if seq, pos, err := p.LastPosition(t.Context(), 0); err != nil || seq != 5 || pos != "0/20:0" {
+		t.Fatalf("LastPosition = %d, %q, %v; want 5, 0/20:0", seq, pos, err)
+	}
+	s, err := js.Stream(t.Context(), "EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, err := s.GetMsg(t.Context(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied := natsgo.NewMsg(orig.Subject)
+	copied.Data = orig.Data
+	for name, v := range orig.Header {
+		if name != jetstream.ExpectedLastSeqHeader && name != HeaderMsgID {
+			copied.Header[name] = v
+		}
+	}
+	if _, err := js.PublishMsg(t.Context(), copied); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(t.Context(), orig.Subject, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if seq, pos, err := p.LastPosition(t.Context(), 0); err != nil || seq != 5 || pos != "0/20:0" {
+		t.Fatalf("LastPosition after foreign messages = %d, %q, %v; want 5, 0/20:0", seq, pos, err)
+	}
+	if seq, pos, err := p.LastPosition(t.Context(), 5); err != nil || seq != 0 || pos != "" {
+		t.Fatalf("LastPosition after 5 = %d, %q, %v; want 0, \"\"", seq, pos, err)
+	}
+	if last, pos, err := p.Last(t.Context()); err != nil || last != 7 || pos != "" {
+		t.Fatalf("Last = %d, %q, %v; want 7 and no position", last, pos, err)
 	}
 }
