@@ -37,8 +37,8 @@ type PublisherConfig struct {
 	// server causes needless failures and re-publishing.
 	AckTimeout time.Duration
 	// OnAck, if set, is called once for each event of a batch's
-	// acknowledged prefix, in order, on the goroutine running PublishBatch,
-	// before PublishBatch returns. It must not block. The relay uses it to
+	// acknowledged prefix, in order, on the goroutine running PublishBatch
+	// (or PublishStream), before it returns. It must not block. The relay uses it to
 	// measure commit-to-ack latency.
 	OnAck func(AckInfo)
 }
@@ -75,7 +75,7 @@ func (c PublisherConfig) Validate() error {
 
 // AckInfo describes one acknowledged event, for PublisherConfig.OnAck.
 type AckInfo struct {
-	Index    int    // position in the batch passed to PublishBatch
+	Index    int    // position in the batch passed to PublishBatch (PublishStream: in the whole sequence)
 	Event    *Event // the batch's element; do not retain or modify
 	Sequence uint64 // the event's stream sequence
 	SentAt   time.Time
@@ -151,6 +151,7 @@ func NewPublisher(js jetstream.JetStream, cfg PublisherConfig, logger *slog.Logg
 
 type pendingAck struct {
 	index  int
+	event  *Event
 	fut    jetstream.PubAckFuture
 	sentAt time.Time
 }
@@ -176,6 +177,43 @@ type pendingAck struct {
 // error matching ErrMalformedEvent; retrying it cannot succeed. If ctx ends,
 // PublishBatch returns promptly with ctx's error and the prefix acked so far.
 func (p *Publisher) PublishBatch(ctx context.Context, after uint64, events []Event) (acked int, err error) {
+	if len(events) == 0 {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if p.closed.Load() {
+			return 0, ErrPublisherClosed
+		}
+		return 0, nil
+	}
+	batches := make(chan []Event, 1)
+	batches <- events
+	close(batches)
+	return p.PublishStream(ctx, after, batches, nil)
+}
+
+// PublishStream is PublishBatch over a sequence of batches that arrive one
+// by one: it publishes the events of every batch received from batches, in
+// order, as one sequence (the first event as sequence after+1, the next as
+// after+2, across batch boundaries), without waiting for one batch's
+// acknowledgements before it publishes the next, so up to MaxInFlight
+// publishes stay in flight across batches. acked, if not nil, is called on
+// the calling goroutine, in order, once for each event of the acknowledged
+// prefix (its index in the whole sequence), before PublishStream returns;
+// it must not block for long, since acknowledgements wait meanwhile.
+//
+// PublishStream returns once batches is closed and every event received is
+// acknowledged (nil), or after the first failure (refusal, timeout, lost
+// connection, ctx ending) once every publish in flight has been
+// acknowledged or has failed; it then stops receiving from batches, and the
+// sender must stop sending (it knows PublishStream returned). The guarantee
+// is PublishBatch's over the concatenation of the batches received: the
+// count returned is the acknowledged prefix, the stream holds a prefix of
+// the events (perhaps longer than the acknowledged one, after an unknown
+// outcome) and never an event after one it refused, because each publish
+// names the sequence of the one before it. The caller must not modify a
+// batch's events until PublishStream returns.
+func (p *Publisher) PublishStream(ctx context.Context, after uint64, batches <-chan []Event, acked func(index int)) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -188,44 +226,73 @@ func (p *Publisher) PublishBatch(ctx context.Context, after uint64, events []Eve
 	if p.closed.Load() {
 		return 0, ErrPublisherClosed
 	}
-	if len(events) == 0 {
-		return 0, nil
-	}
 
-	window := min(p.cfg.MaxInFlight, len(events))
+	window := p.cfg.MaxInFlight
 	slots := make(chan struct{}, window)
 	queue := make(chan pendingAck, window) // never blocks: slots bounds it
 	stop := make(chan struct{})
 	var sendErr error // set by the sender before it closes queue
+	// Once the window is full the sender waits for a chunk of it to free
+	// before it sends again, so that it sends bursts (which the connection
+	// writes together) instead of one message per acknowledgement.
+	chunk := max(window/8, 1)
 	go func() {
 		defer close(queue)
-		for i := range events {
+		i := 0      // index in the whole sequence
+		credit := 0 // slots taken and not yet used
+		for {
+			var batch []Event
 			select {
 			case <-stop:
 				return
 			case <-ctx.Done():
-				sendErr = fmt.Errorf("nats: publish event %d (%s): %w", i, events[i].ID, ctx.Err())
+				sendErr = fmt.Errorf("nats: publish event %d: %w", i, ctx.Err())
 				return
-			case slots <- struct{}{}:
+			case b, ok := <-batches:
+				if !ok {
+					return
+				}
+				batch = b
 			}
-			msg, err := events[i].Msg(p.cfg.Partitions)
-			if err != nil {
-				sendErr = fmt.Errorf("nats: publish event %d: %w", i, err)
-				return
+			for j := range batch {
+				// With no slot left, take a chunk of them: while the window
+				// has room that takes no time; when it is full, the sender
+				// waits for a chunk of acknowledgements.
+				for credit == 0 {
+					for credit < chunk {
+						select {
+						case <-stop:
+							return
+						case <-ctx.Done():
+							sendErr = fmt.Errorf("nats: publish event %d (%s): %w", i, batch[j].ID, ctx.Err())
+							return
+						case slots <- struct{}{}:
+							credit++
+						}
+					}
+				}
+				credit--
+				msg, err := batch[j].Msg(p.cfg.Partitions)
+				if err != nil {
+					sendErr = fmt.Errorf("nats: publish event %d: %w", i, err)
+					return
+				}
+				msg.Header[jetstream.ExpectedLastSeqHeader] = []string{strconv.FormatUint(after+uint64(i), 10)}
+				sentAt := time.Now()
+				fut, err := p.js.PublishMsgAsync(msg, p.pubOpts...)
+				if err != nil {
+					p.failed.Add(1)
+					sendErr = fmt.Errorf("nats: publish event %d (%s): %w", i, batch[j].ID, err)
+					return
+				}
+				queue <- pendingAck{index: i, event: &batch[j], fut: fut, sentAt: sentAt}
+				i++
 			}
-			msg.Header[jetstream.ExpectedLastSeqHeader] = []string{strconv.FormatUint(after+uint64(i), 10)}
-			sentAt := time.Now()
-			fut, err := p.js.PublishMsgAsync(msg, p.pubOpts...)
-			if err != nil {
-				p.failed.Add(1)
-				sendErr = fmt.Errorf("nats: publish event %d (%s): %w", i, events[i].ID, err)
-				return
-			}
-			queue <- pendingAck{index: i, fut: fut, sentAt: sentAt}
 		}
 	}()
 
 	var firstErr error
+	n := 0
 	for pa := range queue {
 		ack, err := awaitAck(ctx, pa.fut)
 		<-slots
@@ -243,7 +310,7 @@ func (p *Publisher) PublishBatch(ctx context.Context, after uint64, events []Eve
 				p.failed.Add(1)
 			}
 			if firstErr == nil {
-				firstErr = fmt.Errorf("nats: publish event %d (%s): %w", pa.index, events[pa.index].ID, classify(err))
+				firstErr = fmt.Errorf("nats: publish event %d (%s): %w", pa.index, pa.event.ID, classify(err))
 				close(stop)
 			}
 			continue
@@ -252,17 +319,20 @@ func (p *Publisher) PublishBatch(ctx context.Context, after uint64, events []Eve
 		p.lastAck.Store(now.UnixNano())
 		p.published.Add(1)
 		if firstErr == nil {
-			acked++
+			n++
 			if p.cfg.OnAck != nil {
-				p.cfg.OnAck(AckInfo{Index: pa.index, Event: &events[pa.index], Sequence: ack.Sequence,
+				p.cfg.OnAck(AckInfo{Index: pa.index, Event: pa.event, Sequence: ack.Sequence,
 					SentAt: pa.sentAt, AckedAt: now})
+			}
+			if acked != nil {
+				acked(pa.index)
 			}
 		}
 	}
 	if firstErr == nil {
 		firstErr = sendErr
 	}
-	return acked, firstErr
+	return n, firstErr
 }
 
 func awaitAck(ctx context.Context, fut jetstream.PubAckFuture) (*jetstream.PubAck, error) {
@@ -314,6 +384,50 @@ func (p *Publisher) Last(ctx context.Context) (seq uint64, position string, err 
 		return 0, "", fmt.Errorf("nats: stream %s: last message: %w", p.cfg.Stream, err)
 	}
 	return st.LastSeq, msg.Header.Get(HeaderCommitPosition), nil
+}
+
+// MaxPositionWalk bounds how many messages LastPosition reads back.
+const MaxPositionWalk = 10_000
+
+// LastPosition returns the sequence and commit position (HeaderCommitPosition)
+// of the newest message after sequence after that this publisher's discipline
+// appended: it carries a commit position and was stored under the condition
+// that the stream's last sequence was the one right before it
+// (Nats-Expected-Last-Sequence, which JetStream keeps with the message). It
+// walks back from the stream's last message over anything else: a message
+// re-published by hand (a copy keeps the original's commit position but
+// cannot keep its condition, or the stream would refuse it), or appended by
+// another writer. It returns 0 and "" when no message after after is one,
+// and an error when more than MaxPositionWalk messages would have to be
+// read.
+func (p *Publisher) LastPosition(ctx context.Context, after uint64) (seq uint64, position string, err error) {
+	s, err := p.js.Stream(ctx, p.cfg.Stream)
+	if err != nil {
+		return 0, "", fmt.Errorf("nats: stream %s: %w", p.cfg.Stream, err)
+	}
+	st := s.CachedInfo().State
+	if st.Msgs == 0 {
+		return 0, "", nil
+	}
+	lowest := max(after+1, st.FirstSeq)
+	for seq := st.LastSeq; seq >= lowest && seq > 0; seq-- {
+		if st.LastSeq-seq >= MaxPositionWalk {
+			return 0, "", fmt.Errorf("nats: stream %s: none of the last %d messages carries a commit position under "+
+				"its expected last sequence; they were appended by another writer", p.cfg.Stream, MaxPositionWalk)
+		}
+		msg, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // deleted
+		}
+		if err != nil {
+			return 0, "", fmt.Errorf("nats: stream %s: message %d: %w", p.cfg.Stream, seq, err)
+		}
+		pos := msg.Header.Get(HeaderCommitPosition)
+		if pos != "" && msg.Header.Get(jetstream.ExpectedLastSeqHeader) == strconv.FormatUint(seq-1, 10) {
+			return seq, pos, nil
+		}
+	}
+	return 0, "", nil
 }
 
 // EventIDs calls fn, in stream order, with the sequence and event id

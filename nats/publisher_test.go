@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -396,5 +397,122 @@ func TestPublishBatchRefusesWhatAnotherPublisherStored(t *testing.T) {
 	}
 	if got := streamMsgs(t, js, "EVENTS"); got != uint64(len(events)) {
 		t.Fatalf("stream holds %d messages, want %d", got, len(events))
+	}
+}
+
+// PublishStream keeps publishes in flight across batch boundaries, the
+// expected sequence running on from batch to batch; a rejection in one
+// batch stops the stream there, the publishes of the later batches already
+// in flight are refused, and the stream holds only the prefix before it.
+func TestPublishStreamAcrossBatches(t *testing.T) {
+	t.Parallel()
+	logger := testLogger(t)
+	srv := startServer(t, logger)
+	_, js := connect(t, srv.ClientURL(), logger)
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{
+		Name: "EVENTS", Subjects: []string{"events.>"}, Storage: jetstream.FileStorage, MaxMsgSize: 1024,
+		Metadata: map[string]string{PartitionsMetadataKey: "16"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p := newPublisher(t, js, PublisherConfig{MaxInFlight: 64})
+	events := makeEvents(1000)
+	for i := range events { // one aggregate, one partition
+		events[i].AggregateType, events[i].AggregateID, events[i].AggregateVersion = "order", "order-1", int64(i+1)
+		events[i].EventType = "OrderPlaced"
+	}
+	stream := func(after uint64, evs []Event, size int) (int, []int, error) {
+		batches := make(chan []Event, len(evs)/size+1)
+		for i := 0; i < len(evs); i += size {
+			batches <- evs[i:min(i+size, len(evs))]
+		}
+		close(batches)
+		var acked []int
+		n, err := p.PublishStream(t.Context(), after, batches, func(i int) { acked = append(acked, i) })
+		return n, acked, err
+	}
+
+	n, acked, err := stream(0, events[:600], 7)
+	if err != nil || n != 600 || len(acked) != 600 || acked[599] != 599 {
+		t.Fatalf("PublishStream = %d, %v (%d acks); want 600, nil", n, err, len(acked))
+	}
+	rest := events[600:]
+	rest[50].Payload = []byte(`"` + strings.Repeat("x", 2048) + `"`) // the stream refuses it: too large
+	n, acked, err = stream(600, rest, 9)
+	var apiErr *jetstream.APIError
+	if n != 50 || len(acked) != 50 || !errors.As(err, &apiErr) || errors.Is(err, ErrUnexpectedSequence) {
+		t.Fatalf("PublishStream = %d, %v (%d acks); want 50 and the server's rejection of event 50", n, err, len(acked))
+	}
+	stored := readStream(t, js, "EVENTS")
+	if len(stored) != 650 {
+		t.Fatalf("stream holds %d events, want only the 650 before the rejected one", len(stored))
+	}
+	for i := range stored {
+		if stored[i].ID != events[i].ID {
+			t.Fatalf("stream position %d holds %s, want %s", i, stored[i].ID, events[i].ID)
+		}
+	}
+	// Sent again after the stream's last sequence, the rest lands in order.
+	rest[50].Payload = events[0].Payload
+	if n, _, err := stream(650, rest[50:], 11); err != nil || n != 350 {
+		t.Fatalf("PublishStream again = %d, %v; want 350, nil", n, err)
+	}
+	stored = readStream(t, js, "EVENTS")
+	if len(stored) != len(events) {
+		t.Fatalf("stream holds %d events, want %d", len(stored), len(events))
+	}
+	for i := range stored {
+		if stored[i].ID != events[i].ID {
+			t.Fatalf("stream position %d holds %s, want %s", i, stored[i].ID, events[i].ID)
+		}
+	}
+}
+
+// LastPosition passes over what the publisher did not append: a copy
+// re-published by hand (with the original's commit position but not its
+// expected sequence) and another writer's message without a position.
+func TestLastPositionSkipsForeignMessages(t *testing.T) {
+	t.Parallel()
+	_, _, js := setup(t)
+	p := newPublisher(t, js, PublisherConfig{})
+	events := makeEvents(5)
+	for i := range events {
+		events[i].CommitPosition = "0/" + strconv.Itoa(16+i) + ":0"
+	}
+	if n, err := p.PublishBatch(t.Context(), 0, events); err != nil || n != 5 {
+		t.Fatalf("PublishBatch = %d, %v", n, err)
+	}
+	if seq, pos, err := p.LastPosition(t.Context(), 0); err != nil || seq != 5 || pos != "0/20:0" {
+		t.Fatalf("LastPosition = %d, %q, %v; want 5, 0/20:0", seq, pos, err)
+	}
+	s, err := js.Stream(t.Context(), "EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, err := s.GetMsg(t.Context(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied := natsgo.NewMsg(orig.Subject)
+	copied.Data = orig.Data
+	for name, v := range orig.Header {
+		if name != jetstream.ExpectedLastSeqHeader && name != HeaderMsgID {
+			copied.Header[name] = v
+		}
+	}
+	if _, err := js.PublishMsg(t.Context(), copied); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(t.Context(), orig.Subject, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if seq, pos, err := p.LastPosition(t.Context(), 0); err != nil || seq != 5 || pos != "0/20:0" {
+		t.Fatalf("LastPosition after foreign messages = %d, %q, %v; want 5, 0/20:0", seq, pos, err)
+	}
+	if seq, pos, err := p.LastPosition(t.Context(), 5); err != nil || seq != 0 || pos != "" {
+		t.Fatalf("LastPosition after 5 = %d, %q, %v; want 0, \"\"", seq, pos, err)
+	}
+	if last, pos, err := p.Last(t.Context()); err != nil || last != 7 || pos != "" {
+		t.Fatalf("Last = %d, %q, %v; want 7 and no position", last, pos, err)
 	}
 }

@@ -76,18 +76,31 @@ func (r *Relay) stream(t *term, pool *pgxpool.Pool) error {
 	// is the slot's own (after the backfill; an older slot's positions say
 	// nothing about this one, whose LSNs may even repeat them after a
 	// PostgreSQL failover).
-	last, lastPosition, err := r.pub.Last(t.stop)
+	// The position is read from the newest message the relay appended: a
+	// message re-published by hand keeps its original's (older) position,
+	// and another writer's has none, so the stream's last message may not
+	// say how far the slot's events are in.
+	last, _, err := r.pub.Last(t.stop)
 	if err != nil {
 		return fmt.Errorf("relay: stream's last message: %w", err)
 	}
 	r.streamLast = last
+	heldSeq, heldText, err := r.pub.LastPosition(t.stop, uint64(backfilledSeq))
+	if err != nil {
+		return fmt.Errorf("relay: stream's last commit position: %w", err)
+	}
 	var held position
-	if last > uint64(backfilledSeq) {
+	if heldSeq > 0 {
 		var ok bool
-		if held, ok = parsePosition(lastPosition); !ok {
-			return permanent(fmt.Errorf("%w: the stream's last message (sequence %d) came after the slot's backfill "+
-				"but has no commit position %q; the relay must be the stream's only writer", errStreamDiverged, last, lastPosition))
+		if held, ok = parsePosition(heldText); !ok {
+			return permanent(fmt.Errorf("%w: stream message %d has the commit position %q, which the relay cannot read",
+				errStreamDiverged, heldSeq, heldText))
 		}
+	}
+	if last > max(heldSeq, uint64(backfilledSeq)) {
+		r.log.Warn("relay: the stream's last messages were not appended by this relay (re-published by hand, or "+
+			"another writer); resuming after its own last message", "foreign", last-max(heldSeq, uint64(backfilledSeq)),
+			"own_last_seq", heldSeq, "stream_last_seq", last)
 	}
 
 	cfg, err := r.replicationConfig()
@@ -468,99 +481,248 @@ func (s *cdcStream) commit(ctx context.Context, events []Event, end LSN, at time
 	return nil
 }
 
-// publishCommitted publishes queued transactions in commit order, in
-// batches of up to BatchSize events that may span transactions or split a
-// large one. A transaction's end LSN becomes the confirmed position only
-// when its last event, and every event before it, is acknowledged.
+// publishCommitted publishes queued transactions in commit order,
+// pipelined: batches of up to BatchSize events (which may span
+// transactions or split a large one) go to Publisher.PublishStream one
+// after the other without waiting for the previous batch's
+// acknowledgements. A transaction's end LSN becomes the confirmed position
+// only when its last event, and every event before it, is acknowledged.
+//
+// After a failure (a refusal, a timeout, a lost connection: every publish
+// in flight behind the failed one is then refused by the stream, or, after
+// an unknown outcome, stored in order) nothing more is sent until the
+// stream says how far it got (learnStored); then the unacknowledged events
+// are sent again after the stream's last sequence. Every publish naming a
+// given expected sequence carries the same event, in every round, so a
+// publish of an earlier round that lands late (flushed after a reconnect)
+// is either the event the stream needed there or refused.
 func (r *Relay) publishCommitted(stop, hard context.Context, q *commitQueue, held position) error {
-	// pending are transactions taken from the queue and not yet fully
-	// acknowledged; the first off events of pending[0] are.
-	var pending []*committedTx
-	off := 0
-	settle := func() {
-		for len(pending) > 0 && off == len(pending[0].events) {
-			r.confirmed.Store(uint64(pending[0].end))
-			pending[0] = nil
-			pending = pending[1:]
-			off = 0
-		}
-	}
-	advance := func(n int) {
-		for n > 0 {
-			k := min(n, len(pending[0].events)-off)
-			off += k
-			n -= k
-			settle()
-		}
-	}
-	acked := func(events []Event, _ uint64) error {
-		advance(len(events))
-		return nil
-	}
-	// Until the first event the stream does not hold, each batch is checked.
+	f := &inFlight{r: r}
+	// Until the first event the stream does not hold, each transaction is
+	// checked against the position of the stream's last message.
 	replaying := true
-	batch := make([]Event, 0, r.cfg.BatchSize)
+	bo := newBackoff()
 	for {
-		settle()
 		if stop.Err() != nil {
 			return nil
 		}
-		unsent := -off
-		for _, tx := range pending {
-			unsent += len(tx.events)
+		before := f.acked
+		err := r.publishRound(stop, hard, q, f, held, &replaying)
+		if err == nil {
+			return nil // stop ended and everything sent is acknowledged
 		}
-		if len(pending) == 0 {
-			tx, ok := q.pop(stop)
-			if !ok {
-				return nil
-			}
-			pending = append(pending, tx)
-			unsent = len(tx.events)
+		if f.acked > before {
+			bo.Reset()
 		}
-		for unsent < r.cfg.BatchSize {
-			tx, ok := q.tryPop()
-			if !ok {
-				break
+		unacked := f.unacked()
+		if errors.Is(err, ErrEventRejected) {
+			if len(unacked) == 0 {
+				return permanent(err)
 			}
-			pending = append(pending, tx)
-			unsent += len(tx.events)
+			return permanent(fmt.Errorf("relay: event %s (seq %d, %s %s v%d): %w", unacked[0].ID, unacked[0].Seq,
+				unacked[0].AggregateType, unacked[0].AggregateID, unacked[0].AggregateVersion, err))
 		}
-		batch = batch[:0]
-		for i, tx := range pending {
-			from := 0
-			if i == 0 {
-				from = off
-			}
-			take := min(len(tx.events)-from, r.cfg.BatchSize-len(batch))
-			batch = append(batch, tx.events[from:from+take]...)
-			if len(batch) == r.cfg.BatchSize {
-				break
-			}
-		}
-		if len(batch) == 0 {
-			continue // only empty transactions: settle confirms them
-		}
-		send := batch
-		if replaying {
-			n := 0
-			for n < len(batch) && !held.before(batch[n]) {
-				n++
-			}
-			if n > 0 {
-				r.metrics.skipped.Add(float64(n))
-				r.log.Info("relay: skipped events the slot sent again that the stream already holds", "events", n)
-				advance(n)
-			}
-			send = batch[n:]
-			replaying = len(send) == 0
-		}
-		if len(send) > 0 {
-			if err := r.publishAll(stop, hard, send, acked); err != nil {
+		// Until the stream says what it stored, nothing is sent.
+		for {
+			if stop.Err() != nil {
 				return err
 			}
+			delay := bo.NextBackOff()
+			r.log.Warn("relay: publish failed; retrying the unacknowledged events", "err", err,
+				"unacked", len(unacked), "retry_in", delay)
+			if !sleep(stop, delay) {
+				return err
+			}
+			stored, lerr := r.learnStored(hard, unacked)
+			if isPermanent(lerr) || errors.Is(lerr, errResync) {
+				return lerr
+			}
+			if lerr != nil {
+				err = lerr
+				continue
+			}
+			if stored > 0 {
+				r.log.Info("relay: the stream stored events whose acknowledgement was lost", "events", stored)
+				for range stored {
+					f.ack()
+				}
+				bo.Reset()
+			}
+			break
 		}
-		clear(batch)
 	}
+}
+
+// publishRound runs one PublishStream after r.streamLast: a builder
+// goroutine sends first the events handed over before and not acknowledged,
+// then the transactions it takes from q, while this goroutine counts the
+// acknowledgements (f.ack). It returns nil when stop ended and everything
+// sent was acknowledged, or the publisher's error.
+func (r *Relay) publishRound(stop, hard context.Context, q *commitQueue, f *inFlight, held position, replaying *bool) error {
+	batches := make(chan []Event, 4)
+	roundDone := make(chan struct{})
+	builderDone := make(chan struct{})
+	go func() {
+		defer close(builderDone)
+		defer close(batches)
+		var batch []Event
+		flush := func() bool {
+			if len(batch) == 0 {
+				return true
+			}
+			select {
+			case batches <- batch:
+				batch = nil
+				return true
+			case <-roundDone:
+				return false
+			case <-stop.Done():
+				return false // not sent: whoever relays next sends it
+			}
+		}
+		for resend := f.unacked(); len(resend) > 0; {
+			n := min(len(resend), r.cfg.BatchSize)
+			batch = resend[:n:n]
+			if !flush() {
+				return
+			}
+			resend = resend[n:]
+		}
+		popCtx, cancel := context.WithCancel(stop)
+		defer cancel()
+		go func() {
+			select {
+			case <-roundDone:
+				cancel()
+			case <-popCtx.Done():
+			}
+		}()
+		for {
+			if popCtx.Err() != nil {
+				return // what is not sent yet is sent by whoever relays next
+			}
+			tx, ok := q.tryPop()
+			if !ok {
+				// Nothing more waits: send what there is at once.
+				if !flush() {
+					return
+				}
+				if tx, ok = q.pop(popCtx); !ok {
+					return
+				}
+			}
+			f.add(tx)
+			events := tx.events
+			if *replaying {
+				n := 0
+				for n < len(events) && !held.before(events[n]) {
+					n++
+				}
+				if n > 0 {
+					r.metrics.skipped.Add(float64(n))
+					r.log.Info("relay: skipped events the slot sent again that the stream already holds", "events", n)
+					f.skip(n)
+				}
+				events = events[n:]
+				*replaying = len(events) == 0
+			}
+			for len(events) > 0 {
+				k := min(len(events), r.cfg.BatchSize-len(batch))
+				batch = append(batch, events[:k]...)
+				events = events[k:]
+				if len(batch) == r.cfg.BatchSize && !flush() {
+					return
+				}
+			}
+		}
+	}()
+	_, err := r.pub.PublishStream(hard, r.streamLast, batches, f.ack)
+	close(roundDone)
+	<-builderDone
+	if err == nil && stop.Err() == nil {
+		err = errors.New("relay: Publisher.PublishStream returned before its batches ended")
+	}
+	return err
+}
+
+// inFlight tracks the transactions handed to the publisher, in commit
+// order, until every event of each is acknowledged; then it confirms the
+// transaction's end LSN. The builder adds transactions while the
+// publisher's goroutine acknowledges events.
+type inFlight struct {
+	r  *Relay
+	mu sync.Mutex
+	// txs are the transactions handed over and not yet confirmed; the
+	// first off events of txs[0] are acknowledged (or skipped). After every
+	// change txs[0], if any, has an event that is not.
+	txs []*committedTx
+	off int
+	// acked counts acknowledgements; only the publisher's goroutine (the
+	// one running publishCommitted) uses it.
+	acked uint64
+}
+
+// add hands tx over (before any of its events is sent).
+func (f *inFlight) add(tx *committedTx) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.txs = append(f.txs, tx)
+	f.settle()
+}
+
+// ack records that the stream stored the next event, at r.streamLast+1.
+// Called on publishCommitted's goroutine only.
+func (f *inFlight) ack() {
+	f.acked++
+	f.r.streamLast++
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.advance(1, true)
+}
+
+// skip records that the stream already held the next n events.
+func (f *inFlight) skip(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.advance(n, false)
+}
+
+func (f *inFlight) advance(n int, acked bool) {
+	for n > 0 && len(f.txs) > 0 {
+		tx := f.txs[0]
+		k := min(n, len(tx.events)-f.off)
+		if acked {
+			f.r.noteAcked(tx.events[f.off : f.off+k])
+		}
+		f.off += k
+		n -= k
+		f.settle()
+	}
+}
+
+func (f *inFlight) settle() {
+	for len(f.txs) > 0 && f.off == len(f.txs[0].events) {
+		f.r.confirmed.Store(uint64(f.txs[0].end))
+		f.txs[0] = nil
+		f.txs = f.txs[1:]
+		f.off = 0
+	}
+}
+
+// unacked returns a copy of the events handed over and not acknowledged,
+// in order.
+func (f *inFlight) unacked() []Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []Event
+	for i, tx := range f.txs {
+		from := 0
+		if i == 0 {
+			from = f.off
+		}
+		out = append(out, tx.events[from:]...)
+	}
+	return out
 }
 
 // commitQueue hands committed transactions from the reader to the publisher

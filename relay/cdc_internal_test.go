@@ -191,6 +191,15 @@ func (p *scriptedPublisher) Last(context.Context) (uint64, string, error) {
 	return uint64(len(p.stored)), p.stored[len(p.stored)-1].Position(), nil
 }
 
+func (p *scriptedPublisher) LastPosition(_ context.Context, after uint64) (uint64, string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if uint64(len(p.stored)) <= after {
+		return 0, "", nil
+	}
+	return uint64(len(p.stored)), p.stored[len(p.stored)-1].Position(), nil
+}
+
 func (p *scriptedPublisher) EventIDs(_ context.Context, after, through uint64, fn func(uint64, string) error) error {
 	p.mu.Lock()
 	stored := slices.Clone(p.stored[after:min(through, uint64(len(p.stored)))])
@@ -223,6 +232,41 @@ func (p *scriptedPublisher) PublishBatch(_ context.Context, after uint64, events
 	}
 	p.stored = append(p.stored, events[:stored]...)
 	return n, err
+}
+
+// PublishStream answers each batch per the script, as PublishBatch does,
+// and stops at the first batch answered with a failure.
+func (p *scriptedPublisher) PublishStream(_ context.Context, after uint64, batches <-chan []Event, acked func()) (int, error) {
+	total := 0
+	for events := range batches {
+		p.mu.Lock()
+		if c, safe := LSN(p.r.confirmed.Load()), p.safe(); c > safe {
+			p.t.Errorf("confirmed %s before everything up to it was stored (safe %s)", c, safe)
+		}
+		if after+uint64(total) != uint64(len(p.stored)) {
+			p.t.Errorf("PublishStream sends after sequence %d; the stream holds %d", after+uint64(total), len(p.stored))
+			p.mu.Unlock()
+			return total, errors.New("wrong last sequence")
+		}
+		n, stored := len(events), len(events)
+		var err error
+		if len(p.script) > 0 {
+			if a := p.script[0]; a.acked >= 0 {
+				n, stored, err = min(a.acked, n), min(a.acked+a.lost, n), errors.New("nats: ack timeout")
+			}
+			p.script = p.script[1:]
+		}
+		p.stored = append(p.stored, events[:stored]...)
+		p.mu.Unlock()
+		for range n {
+			acked()
+		}
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }
 
 // TestPublishCommittedConfirmsOnlyAcknowledged runs the publisher goroutine

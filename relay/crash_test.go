@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -8,9 +9,16 @@ import (
 
 // TestCrashSafety SIGKILLs the relay process at random moments while
 // writers commit, restarting it each time: the stream must end up with
-// every committed event exactly once (the stream's duplicate window absorbs
-// what a restarted relay re-sends from the slot's confirmed position) and
-// nothing that rolled back.
+// every committed event exactly once (a restarted relay skips what the slot
+// re-sends from its confirmed position up to the stream's commit position,
+// and the expected last sequence refuses any repeat) and nothing that
+// rolled back.
+//
+// Each relay process has its own application_name, so that waiting for
+// "the relay streams" waits for the new process: the walsender of the one
+// just killed can still be listed on the slot for a moment, and matching
+// it killed the next process before it streamed (then it proved little, and
+// under load it could still be starting when the wait ended).
 func TestCrashSafety(t *testing.T) {
 	e := newEnv(t)
 	e.install(e.config())
@@ -18,17 +26,19 @@ func TestCrashSafety(t *testing.T) {
 
 	const kills = 6
 	for i := range kills {
-		c := e.startChild("relay-crash")
+		name := fmt.Sprintf("relay-crash-%d", i)
+		c := e.startChild(name)
 		// Kill while it streams: after it took the slot, at a random moment.
-		e.waitStreaming("relay-crash", 30*time.Second)
+		took := e.waitStreaming(name, time.Minute)
 		published := e.streamCount()
 		time.Sleep(time.Duration(100+rand.IntN(700)) * time.Millisecond)
 		c.kill()
-		t.Logf("kill %d: stream %d → %d events, writers committed %d", i+1, published, e.streamCount(), len(w.committedIDs()))
+		t.Logf("kill %d (streaming %s after its start): stream %d → %d events, writers committed %d", i+1,
+			took.Round(time.Millisecond), published, e.streamCount(), len(w.committedIDs()))
 	}
 
-	final := e.startChild("relay-crash")
-	time.Sleep(500 * time.Millisecond)
+	final := e.startChild("relay-crash-final")
+	e.waitStreaming("relay-crash-final", time.Minute)
 	w.finish()
 	committed := w.committedIDs()
 	e.waitCount(uint64(len(committed)), 2*time.Minute)

@@ -44,6 +44,11 @@ type Publisher interface {
 	// stream that never held one, and that message's commit position (what
 	// Event.Position gave when it was published), "" when it has none.
 	Last(ctx context.Context) (seq uint64, position string, err error)
+	// LastPosition returns the sequence and commit position of the newest
+	// message after sequence after that the relay appended with a commit
+	// position, passing over messages appended otherwise (re-published by
+	// hand, or by another writer); 0 and "" when there is none.
+	LastPosition(ctx context.Context, after uint64) (seq uint64, position string, err error)
 	// EventIDs calls fn in stream order with the sequence and event id of
 	// each message stored after sequence after, up to through.
 	EventIDs(ctx context.Context, after, through uint64, fn func(seq uint64, id string) error) error
@@ -57,6 +62,17 @@ type Publisher interface {
 	// stored (it breaks the stream's envelope contract) is reported with an
 	// error matching ErrEventRejected.
 	PublishBatch(ctx context.Context, after uint64, events []Event) (acked int, err error)
+	// PublishStream is PublishBatch over the concatenation of the batches
+	// received from batches, pipelined: it publishes each batch as it
+	// arrives, without waiting for the acknowledgements of the ones before
+	// (the first event of the whole sequence only as sequence after+1, the
+	// next as after+2, and so on). It calls acked, on the calling goroutine,
+	// once per acknowledged event of the sequence's acknowledged prefix, in
+	// order. It returns when batches is closed and every event is
+	// acknowledged (nil), or after the first failure, once no publish is in
+	// flight any more; from then on it receives no more batches. The
+	// stream then holds a prefix of the sequence, as after PublishBatch.
+	PublishStream(ctx context.Context, after uint64, batches <-chan []Event, acked func()) (int, error)
 }
 
 // ErrEventRejected is what a Publisher's error matches when retrying cannot

@@ -39,6 +39,8 @@ const (
 	childDBEnv   = "RELAY_TEST_DATABASE_URL"
 	childNATSEnv = "RELAY_TEST_NATS_URL"
 	childSlotEnv = "RELAY_TEST_SLOT"
+	// childStatusEnv, if set, is the child's StatusInterval.
+	childStatusEnv = "RELAY_TEST_STATUS_INTERVAL"
 )
 
 func TestMain(m *testing.M) {
@@ -67,6 +69,10 @@ func runChild() int {
 		return 2
 	}
 	cfg := testConfig(os.Getenv(childDBEnv), os.Getenv(childSlotEnv), logger)
+	if d, err := time.ParseDuration(os.Getenv(childStatusEnv)); err == nil {
+		// A slow status interval keeps acknowledged events unconfirmed.
+		cfg.StatusInterval, cfg.DeadPeerTimeout = d, 3*d
+	}
 	r, err := relay.New(cfg, pub)
 	if err != nil {
 		logger.Error("child: relay", "err", err)
@@ -553,7 +559,7 @@ type child struct {
 	err  error
 }
 
-func (e *env) startChild(name string) *child {
+func (e *env) startChild(name string, env ...string) *child {
 	e.t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	dbURL, err := url.Parse(e.dbURL)
@@ -569,6 +575,7 @@ func (e *env) startChild(name string) *child {
 		childNATSEnv+"="+e.natsURL(),
 		childSlotEnv+"="+e.slot,
 	)
+	cmd.Env = append(cmd.Env, env...)
 	c := &child{name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = c.out, c.out
 	if err := cmd.Start(); err != nil {

@@ -378,6 +378,10 @@ func (p observedPublisher) Last(ctx context.Context) (uint64, string, error) {
 	return p.next.Last(ctx)
 }
 
+func (p observedPublisher) LastPosition(ctx context.Context, after uint64) (uint64, string, error) {
+	return p.next.LastPosition(ctx, after)
+}
+
 func (p observedPublisher) EventIDs(ctx context.Context, after, through uint64, fn func(uint64, string) error) error {
 	return p.next.EventIDs(ctx, after, through, fn)
 }
@@ -391,6 +395,37 @@ func (p observedPublisher) PublishBatch(ctx context.Context, after uint64, event
 		p.acked(n)
 	}
 	return n, err
+}
+
+func (p observedPublisher) PublishStream(ctx context.Context, after uint64, batches <-chan []relay.Event, acked func()) (int, error) {
+	in := batches
+	if p.sent != nil {
+		seen := make(chan []relay.Event)
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			defer close(seen)
+			for b := range batches {
+				p.sent(b)
+				select {
+				case seen <- b:
+				case <-done:
+					return
+				}
+			}
+		}()
+		in = seen
+	}
+	onAck := acked
+	if p.acked != nil {
+		onAck = func() {
+			if acked != nil {
+				acked()
+			}
+			p.acked(1)
+		}
+	}
+	return p.next.PublishStream(ctx, after, in, onAck)
 }
 
 // broker is an embedded nats-server in a temporary directory with the
