@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -120,17 +121,7 @@ type tracedPublisher struct {
 func (p tracedPublisher) PublishBatch(ctx context.Context, after uint64, events []relay.Event) (int, error) {
 	spans := make([]trace.Span, len(events))
 	for i, e := range events {
-		if e.TraceParent == "" {
-			continue
-		}
-		_, spans[i] = p.tracer.Start(Extract(ctx, e.TraceParent), "publish "+e.EventType,
-			trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
-				attribute.String("messaging.system", "nats"),
-				attribute.String("messaging.operation.type", "send"),
-				AttrEventID.String(e.ID), AttrEventType.String(e.EventType),
-				AttrAggregateType.String(e.AggregateType), AttrAggregateID.String(e.AggregateID),
-				AttrAggregateVersion.Int64(e.AggregateVersion),
-				AttrStreamSeq.Int64(int64(after)+int64(i)+1)))
+		spans[i] = p.start(ctx, e, after+uint64(i)+1)
 	}
 	acked, err := p.Publisher.PublishBatch(ctx, after, events)
 	for i, span := range spans {
@@ -143,6 +134,88 @@ func (p tracedPublisher) PublishBatch(ctx context.Context, after uint64, events 
 		span.End()
 	}
 	return acked, err
+}
+
+// PublishStream traces each event as PublishBatch does: its span starts when
+// its batch is handed on to the publisher and ends when the stream
+// acknowledged it, or with the error that ended the stream.
+func (p tracedPublisher) PublishStream(ctx context.Context, after uint64, batches <-chan []relay.Event, acked func()) (int, error) {
+	var (
+		mu      sync.Mutex
+		pending []trace.Span // started and not yet acknowledged, in sequence order
+		next    = after      // stream sequence of the next event handed on
+	)
+	out := make(chan []relay.Event)
+	done := make(chan struct{})
+	forwarded := make(chan struct{})
+	go func() {
+		defer close(forwarded)
+		defer close(out)
+		for {
+			var batch []relay.Event
+			select {
+			case <-done:
+				return
+			case b, ok := <-batches:
+				if !ok {
+					return
+				}
+				batch = b
+			}
+			spans := make([]trace.Span, len(batch))
+			for i, e := range batch {
+				spans[i] = p.start(ctx, e, next+uint64(i)+1)
+			}
+			mu.Lock()
+			pending = append(pending, spans...)
+			next += uint64(len(batch))
+			mu.Unlock()
+			select {
+			case out <- batch:
+			case <-done:
+				return
+			}
+		}
+	}()
+	n, err := p.Publisher.PublishStream(ctx, after, out, func() {
+		mu.Lock()
+		span := pending[0]
+		pending = pending[1:]
+		mu.Unlock()
+		if span != nil {
+			span.End()
+		}
+		acked()
+	})
+	close(done)
+	<-forwarded
+	for _, span := range pending {
+		if span == nil {
+			continue
+		}
+		if err != nil {
+			fail(span, err)
+		}
+		span.End()
+	}
+	return n, err
+}
+
+// start begins the producer span of e, published as stream sequence seq;
+// nil for an event without a traceparent.
+func (p tracedPublisher) start(ctx context.Context, e relay.Event, seq uint64) trace.Span {
+	if e.TraceParent == "" {
+		return nil
+	}
+	_, span := p.tracer.Start(Extract(ctx, e.TraceParent), "publish "+e.EventType,
+		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "send"),
+			AttrEventID.String(e.ID), AttrEventType.String(e.EventType),
+			AttrAggregateType.String(e.AggregateType), AttrAggregateID.String(e.AggregateID),
+			AttrAggregateVersion.Int64(e.AggregateVersion),
+			AttrStreamSeq.Int64(int64(seq))))
+	return span
 }
 
 // Applier decorates a projection's store: each batch is a span linked to
