@@ -577,6 +577,8 @@ func (m *Manager) Rebuild(ctx context.Context, name string) (int, error) {
 	m.mu.Unlock()
 	c := &coordinator{m: m, mm: mm, name: name}
 	drop, err := c.acquire(ctx)
+	// The state as acquired: once c.run runs, it is c.run's to change.
+	st := c.st
 	if err == nil {
 		m.mu.Lock()
 		if !m.spawnLocked(func() { c.run(runCtx, drop) }) {
@@ -590,13 +592,13 @@ func (m *Manager) Rebuild(ctx context.Context, name string) (int, error) {
 		m.mu.Unlock()
 		return 0, err
 	}
-	switch c.st.Phase {
+	switch st.Phase {
 	case PhaseRetiring:
-		return c.st.Live, nil
+		return st.Live, nil
 	case PhasePreparing:
 		m.rebuilds.WithLabelValues(name).Inc()
 	}
-	return c.st.Rebuild, nil
+	return st.Rebuild, nil
 }
 
 // dropGeneration deletes generation gen of name (consumers and data), unless
