@@ -398,9 +398,14 @@ func (w *worker) run(ctx context.Context) error {
 // first event of a chunk is waited for, then whatever else arrives within
 // Linger joins it, up to BatchSize.
 func (w *worker) fetch(ctx context.Context) error {
-	// The pull ends with ctx, so a stopping runtime does not wait out the
-	// pull request; events it delivered and nobody took are given back.
-	fctx, cancel := context.WithTimeout(ctx, w.rt.cfg.FetchWait)
+	// The pull request outlives ctx: when ctx ends, the client would drop
+	// its subscription while the server may still be delivering to it, and
+	// an event lost that way waits out AckWait, holding up its partition
+	// (a worker admits only a partition's next event). So a stopping worker
+	// stops applying but drains the pull request until the server ends it
+	// (FetchContext asks the server to end it before the deadline), giving
+	// back what it delivers. Stopping takes at most FetchWait longer.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.rt.cfg.FetchWait)
 	defer cancel()
 	batch, err := w.consumer.Fetch(w.rt.cfg.BatchSize, jetstream.FetchContext(fctx),
 		jetstream.FetchPriorityGroup(priorityGroup))
@@ -419,7 +424,13 @@ func (w *worker) fetch(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		first, ok := <-msgs
+		var first jetstream.Msg
+		var ok bool
+		select {
+		case first, ok = <-msgs:
+		case <-ctx.Done():
+			return nil
+		}
 		if !ok {
 			if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 				return err
@@ -500,7 +511,7 @@ func (w *worker) admit(ctx context.Context, msgs []jetstream.Msg) ([]jetstream.M
 		case isApplied:
 			_ = it.msg.Ack()
 		case isAfterGap:
-			w.log.Info("an event arrived before an earlier one of its partition; giving it back until that one is applied",
+			w.log.Debug("an event arrived before an earlier one of its partition; giving it back until that one is applied",
 				"seq", seq, "after", o.last, "events", len(items)-i)
 			giveBack(items[i:])
 			return out, o, nil
