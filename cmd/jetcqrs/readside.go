@@ -46,6 +46,7 @@ type catalogStore interface {
 	projections.Applier
 	projections.CatalogReader
 	projections.VersionReader
+	projections.StockFlagReader
 }
 
 // readModel is one generation of one read model: the store its projection
@@ -163,15 +164,27 @@ func (m *Main) openReadModel(ctx context.Context, name string, gen int, fresh bo
 				return nil, fmt.Errorf("catalog index: %w", err)
 			}
 		}
-		s, err := blevestore.Open(dir, blevestore.WithSearchCache(blevestore.DefaultSearchCacheEntries, m.searchCache))
+		// An index of another schema (an older build's) is replaced by an
+		// empty, unmarked one, which the lifecycle rebuilds from the stream
+		// into the next generation.
+		s, replaced, err := blevestore.OpenOrReplace(dir, blevestore.WithSearchCache(blevestore.DefaultSearchCacheEntries, m.searchCache))
 		if err != nil {
 			return nil, fmt.Errorf("catalog index: %w", err)
+		}
+		if replaced {
+			m.logger.Warn("catalog index was built with another schema; replaced it, rebuilding from the stream", "dir", dir)
 		}
 		var once sync.Once
 		rm.store, rm.catalog = s, s
 		rm.close = func() { once.Do(func() { _ = s.Close() }) }
 		rm.drop = func(context.Context) error { rm.close(); return os.RemoveAll(dir) }
-		return rm, nil
+		if fresh {
+			if err := s.Mark(ctx); err != nil {
+				rm.close()
+				return nil, fmt.Errorf("catalog index: %w", err)
+			}
+		}
+		return markedModel{rm, s}, nil
 	default:
 		return nil, fmt.Errorf("no read model %q", name)
 	}
@@ -273,13 +286,15 @@ type (
 )
 
 var (
-	_ projections.OrderReader     = liveOrders{}
-	_ projections.VersionReader   = liveOrders{}
-	_ projections.InventoryReader = liveInventory{}
-	_ projections.VersionReader   = liveInventory{}
-	_ projections.CatalogReader   = liveCatalog{}
-	_ projections.VersionReader   = liveCatalog{}
-	_ projections.SalesReader     = liveSales{}
+	_ projections.OrderReader      = liveOrders{}
+	_ projections.VersionReader    = liveOrders{}
+	_ projections.InventoryReader  = liveInventory{}
+	_ projections.VersionReader    = liveInventory{}
+	_ projections.StockLevelReader = liveInventory{}
+	_ projections.CatalogReader    = liveCatalog{}
+	_ projections.VersionReader    = liveCatalog{}
+	_ projections.StockFlagReader  = liveCatalog{}
+	_ projections.SalesReader      = liveSales{}
 )
 
 func (o liveOrders) Order(ctx context.Context, id string) (projections.OrderView, error) {
@@ -306,6 +321,14 @@ func (i liveInventory) AppliedVersion(ctx context.Context, aggregateType, aggreg
 	return i.l.inventory.Load().AppliedVersion(ctx, aggregateType, aggregateID)
 }
 
+func (i liveInventory) Levels(ctx context.Context, skus []string) ([]int64, error) {
+	return i.l.inventory.Load().Levels(ctx, skus)
+}
+
+func (c liveCatalog) InStock(ctx context.Context, sku string) (bool, error) {
+	return (*c.l.catalog.Load()).InStock(ctx, sku)
+}
+
 func (c liveCatalog) Product(ctx context.Context, sku string) (projections.ProductView, error) {
 	return (*c.l.catalog.Load()).Product(ctx, sku)
 }
@@ -326,10 +349,13 @@ func (m *Main) queryReaders() queryapi.Readers {
 	orders, inventory, catalog := liveOrders{m.live}, liveInventory{m.live}, liveCatalog{m.live}
 	return queryapi.Readers{
 		Orders: orders, Inventory: inventory, Catalog: catalog, Sales: liveSales{m.live},
+		Stock: inventory, CatalogStock: catalog,
 		Versions: map[string]map[string]projections.VersionReader{
 			queryapi.ModelOrders:    {domain.AggregateOrder: orders},
 			queryapi.ModelInventory: {domain.AggregateInventory: inventory},
-			queryapi.ModelCatalog:   {domain.AggregateProduct: catalog, domain.AggregateInventory: catalog},
+			// An inventory token on a catalog read waits on the stock model
+			// and the catalog's in-stock flag (queryapi.awaitCatalogToken).
+			queryapi.ModelCatalog: {domain.AggregateProduct: catalog},
 			// A report sums many orders: no token says it is up to date, so the
 			// sales endpoint refuses every token (API.md).
 			queryapi.ModelSales: {},

@@ -109,6 +109,48 @@ func TestOpenRefusesOtherSchema(t *testing.T) {
 	}
 }
 
+// TestOpenOrReplaceRebuildsOtherSchema: an index of another schema is
+// replaced by an empty, unmarked one (the lifecycle then rebuilds the model
+// from the stream), and one of this schema is opened as it is.
+func TestOpenOrReplaceRebuildsOtherSchema(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "catalog-g1")
+	s, replaced, err := OpenOrReplace(dir)
+	if err != nil || replaced {
+		t.Fatalf("OpenOrReplace of no index = replaced %t, %v; want a new index", replaced, err)
+	}
+	if err := s.Mark(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.idx.SetInternal([]byte(schemaKey), []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, replaced, err = OpenOrReplace(dir)
+	if err != nil || !replaced {
+		t.Fatalf("OpenOrReplace of an index of schema 1 = replaced %t, %v; want it replaced", replaced, err)
+	}
+	if marked, err := s.Marked(t.Context()); err != nil || marked {
+		t.Errorf("the replacing index: Marked = %t, %v; want false, so that it is rebuilt", marked, err)
+	}
+	if err := s.Mark(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, replaced, err = OpenOrReplace(dir)
+	if err != nil || replaced {
+		t.Fatalf("OpenOrReplace of an index of this schema = replaced %t, %v; want it opened", replaced, err)
+	}
+	defer s.Close()
+	if marked, err := s.Marked(t.Context()); err != nil || !marked {
+		t.Errorf("reopened index: Marked = %t, %v; want true", marked, err)
+	}
+}
+
 func TestOpenRefusesNonIndexDirectory(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
