@@ -194,6 +194,9 @@ func Mixed(ctx context.Context, cfg MixedConfig) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if sys != nil {
+		client.metrics = sys.metrics
+	}
 	fmt.Fprintf(cfg.Log, "seeding %d products\n", len(catalog))
 	if err := client.seed(ctx, 16); err != nil {
 		return "", fmt.Errorf("seed: %w", err)
@@ -287,7 +290,7 @@ func saturate(ctx context.Context, cfg MixedConfig, client *mixedClient, sys *ch
 	}
 	defer stopBare()
 	bc := *client
-	bc.base = bareBase
+	bc.base, bc.metrics = bareBase, bareBase
 	bc.payable = newOrderPool(20000)
 	baseline := runStep(ctx, scfg, &bc, 0, cfg.Saturation, "bare baseline at saturation")
 	return []StepResult{system, baseline}, nil
@@ -363,7 +366,7 @@ func runStep(ctx context.Context, cfg MixedConfig, c *mixedClient, pid int, rate
 		sleepUntil(ctx, measureFrom)
 		cpu0, cpuOK = processCPU(pid)
 		load0, loadOK = processCPU(os.Getpid())
-		hits0, misses0, cacheOK = cacheCounters(ctx, c.http, c.base)
+		hits0, misses0, cacheOK = cacheCounters(ctx, c.http, c.metrics)
 		sleepUntil(ctx, measureTo)
 		loadAvg = loadAverage()
 		if cpu1, ok := processCPU(pid); ok && cpuOK && pid != 0 {
@@ -374,7 +377,7 @@ func runStep(ctx context.Context, cfg MixedConfig, c *mixedClient, pid int, rate
 			v := (load1 - load0).Seconds() / cfg.Duration.Seconds()
 			loadCores = &v
 		}
-		if h1, m1, ok := cacheCounters(ctx, c.http, c.base); ok && cacheOK {
+		if h1, m1, ok := cacheCounters(ctx, c.http, c.metrics); ok && cacheOK {
 			if n := (h1 - hits0) + (m1 - misses0); n > 0 {
 				v := (h1 - hits0) / n
 				hitRatio = &v
