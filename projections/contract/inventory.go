@@ -125,6 +125,11 @@ func testInventoryLevelsBatch(t *testing.T, s InventoryUnderTest) {
 	if want := []int64{0, 5, 0, 5}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("Levels(%v) = %v; want %v", skus, got, want)
 	}
+	for sku, want := range map[string]int64{"BOOK-1": 5, "MUG-7": 0, "NOPE": 0} {
+		if got, err := s.Levels(t.Context(), []string{sku}); err != nil || len(got) != 1 || got[0] != want {
+			t.Errorf("Levels([%s]) = %v, %v; want [%d]", sku, got, err, want)
+		}
+	}
 }
 
 func testInventoryCreatedLate(t *testing.T, s InventoryUnderTest) {

@@ -103,10 +103,18 @@ func (s *InventoryStore) Inventory(ctx context.Context, sku string) (projections
 }
 
 // Levels implements projections.StockLevelReader: one HGET per SKU, in one
-// pipeline.
+// pipeline (a single SKU's without one, which costs more than the command).
 func (s *InventoryStore) Levels(ctx context.Context, skus []string) ([]int64, error) {
 	levels := make([]int64, len(skus))
-	if len(skus) == 0 {
+	switch len(skus) {
+	case 0:
+		return levels, nil
+	case 1:
+		n, err := s.client.HGet(ctx, s.inventoryKey(skus[0]), "available").Int64()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("redisstore: stock level %s: %w", skus[0], err)
+		}
+		levels[0] = n
 		return levels, nil
 	}
 	cmds := make([]*redis.StringCmd, len(skus))
