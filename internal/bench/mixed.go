@@ -274,8 +274,18 @@ func saturate(ctx context.Context, cfg MixedConfig, client *mixedClient, sys *ch
 	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
 	if o, ok := client.readable.pick(rand.New(rand.NewPCG(1, 1)), false); ok {
-		if n, err := rdb.Exists(ctx, prefix+"order:"+o.id).Result(); err != nil || n != 1 {
-			return nil, fmt.Errorf("baseline: order %s not under Redis prefix %s (%v)", o.id, prefix, err)
+		// The Redis models may have moved to a later generation than the
+		// catalog's (a rebuild after Redis lost their data): the baseline
+		// reads the one that holds the orders.
+		found := false
+		for g := 1; g <= 20 && !found; g++ {
+			candidate := sys.redisPrefix + "g" + strconv.Itoa(g) + ":"
+			if n, err := rdb.Exists(ctx, candidate+"order:"+o.id).Result(); err == nil && n == 1 {
+				prefix, found = candidate, true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("baseline: order %s under no Redis generation of %s", o.id, sys.redisPrefix)
 		}
 	}
 	pool, err := migratedPool(ctx, sys.dbURL, cfg.MaxConns)
