@@ -198,8 +198,9 @@ func TestConcurrentApplyLosesNothing(t *testing.T) {
 	})
 	wg.Go(func() {
 		for i := range n {
+			// Every event flips in-stock: in at odd versions, out at even ones.
 			payload, _ := json.Marshal(domain.InventoryAdjusted{InventoryLevels: domain.InventoryLevels{
-				SKU: "SKU-1", OnHand: int64(1 + i), Available: int64(1 + i), Version: int64(1 + i),
+				SKU: "SKU-1", OnHand: int64((1 + i) % 2), Available: int64((1 + i) % 2), Version: int64(1 + i),
 			}})
 			errs <- s.Apply(t.Context(), []projections.Envelope{{
 				Seq: uint64(1000 + i), AggregateType: domain.AggregateInventory, AggregateID: "SKU-1",
@@ -215,8 +216,11 @@ func TestConcurrentApplyLosesNothing(t *testing.T) {
 		}
 	}
 	got, err := s.Product(t.Context(), "SKU-1")
-	if err != nil || got.PriceCents != 100+n-1 || got.Version != n || got.Available != n {
-		t.Errorf("Product = %+v, %v; want the last product event (price %d, version %d) and the last stock (%d)", got, err, 100+n-1, n, n)
+	if err != nil || got.PriceCents != 100+n-1 || got.Version != n || got.InStock != (n%2 == 1) {
+		t.Errorf("Product = %+v, %v; want the last product event (price %d, version %d) and the last stock's flag", got, err, 100+n-1, n)
+	}
+	if v, err := s.AppliedVersion(t.Context(), domain.AggregateInventory, "SKU-1"); err != nil || v != n {
+		t.Errorf("AppliedVersion(inventory) = %d, %v; want %d, the last flip", v, err, n)
 	}
 }
 
