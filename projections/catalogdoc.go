@@ -9,7 +9,7 @@ import (
 
 // CatalogDoc is one SKU of the catalog read model as every catalog adapter
 // keeps it. It holds two aggregates: the product fields come from product
-// events and Available from inventory events. Each part is guarded by its own
+// events and InStock from inventory events. Each part is guarded by its own
 // aggregate's version (Version and InventoryVersion), because the two are
 // independent facts about the SKU: an event changes its part only when it
 // carries a newer version, so an older one (re-published, redelivered,
@@ -17,6 +17,17 @@ import (
 // same event and changes nothing. ProductSeq and InventorySeq record the
 // stream sequence of the event that wrote each part, to trace a document back
 // to the stream.
+//
+// The catalog keeps whether the SKU is in stock, not how many units are
+// available: every order changes the count, and a search index rewriting
+// documents at that rate merges segments all the time and can cache no
+// result for long. The stock part changes only when InStock flips, so
+// InventoryVersion is the version of the stock event that last flipped it;
+// an event between two flips leaves the document alone. That is still
+// idempotent: an event redelivered after a newer one was applied is either at
+// or below InventoryVersion, or after it with the InStock the document holds,
+// since a different one would have flipped it. The query API takes the count
+// from the stock model (ProductView.Available).
 type CatalogDoc struct {
 	SKU              string            `json:"sku"`
 	HasProduct       bool              `json:"has_product"`
@@ -26,13 +37,14 @@ type CatalogDoc struct {
 	PriceCents       int64             `json:"price_cents"`
 	Attributes       map[string]string `json:"attributes,omitempty"`
 	Version          int64             `json:"version"`
-	Available        int64             `json:"available"`
+	InStock          bool              `json:"in_stock"`
 	InventoryVersion int64             `json:"inventory_version"`
 	ProductSeq       uint64            `json:"product_seq"`
 	InventorySeq     uint64            `json:"inventory_seq"`
 }
 
-// View is the document as the query API shows it.
+// View is the document as the query API shows it, before it fills in
+// Available from the stock model.
 func (d *CatalogDoc) View() ProductView {
 	return ProductView{
 		SKU:         d.SKU,
@@ -41,7 +53,7 @@ func (d *CatalogDoc) View() ProductView {
 		Category:    d.Category,
 		PriceCents:  d.PriceCents,
 		Attributes:  d.Attributes,
-		Available:   d.Available,
+		InStock:     d.InStock,
 		Version:     d.Version,
 	}
 }
@@ -56,7 +68,8 @@ type CatalogChange struct {
 }
 
 // Apply applies c if its aggregate version is above the one d holds for c's
-// part and reports whether d changed.
+// part and, for a stock change, it flips InStock; it reports whether d
+// changed.
 func (d *CatalogDoc) Apply(c CatalogChange) bool {
 	if c.Product != nil {
 		if d.HasProduct && c.Product.Version <= d.Version {
@@ -73,10 +86,10 @@ func (d *CatalogDoc) Apply(c CatalogChange) bool {
 		d.ProductSeq = c.Seq
 		return true
 	}
-	if c.Stock.Version <= d.InventoryVersion {
+	if c.Stock.Version <= d.InventoryVersion || (c.Stock.Available > 0) == d.InStock {
 		return false
 	}
-	d.Available, d.InventoryVersion = c.Stock.Available, c.Stock.Version
+	d.InStock, d.InventoryVersion = c.Stock.Available > 0, c.Stock.Version
 	d.InventorySeq = c.Seq
 	return true
 }

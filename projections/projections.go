@@ -128,8 +128,25 @@ type InventoryReader interface {
 	Inventory(ctx context.Context, sku string) (InventoryView, error)
 }
 
+// StockLevelReader reads the available stock of many SKUs at once, to fill
+// in the catalog's answers.
+type StockLevelReader interface {
+	// Levels returns the available units of each of skus, in their order,
+	// in one round trip to the store; 0 for a SKU the model does not hold.
+	Levels(ctx context.Context, skus []string) ([]int64, error)
+}
+
+// StockFlagReader reads the in-stock flag the catalog's search filters on.
+type StockFlagReader interface {
+	// InStock reports whether the catalog holds sku as in stock (false for
+	// a SKU it does not hold), as its next search filters it.
+	InStock(ctx context.Context, sku string) (bool, error)
+}
+
 // ProductView is a catalog entry as the query API shows it. Version is the
-// product aggregate's version; Available follows inventory events.
+// product aggregate's version. A catalog store sets InStock, the flag its
+// in-stock filter reads, and leaves Available zero: the query API fills it
+// in from the stock model (StockLevelReader), which every order changes.
 type ProductView struct {
 	SKU         string            `json:"sku"`
 	Name        string            `json:"name"`
@@ -139,6 +156,7 @@ type ProductView struct {
 	Attributes  map[string]string `json:"attributes,omitempty"`
 	Available   int64             `json:"available"`
 	Version     int64             `json:"version"`
+	InStock     bool              `json:"-"`
 }
 
 // SearchQuery is GET /v1/products. Empty Q matches every product.

@@ -159,18 +159,38 @@ func (a *API) consistent(w http.ResponseWriter, r *http.Request, wait func(*toke
 }
 
 // awaitCatalogToken waits, for a product, search or inventory read that the
-// catalog answers, until the catalog has applied tok (a product or an
-// inventory token: a catalog entry holds both).
+// catalog answers, until the answer reflects tok (a product or an inventory
+// token). A product token waits until the catalog has applied its version.
+// The catalog keeps of the stock only an in-stock flag, which moves only
+// when it flips, and the answer takes its available units from the stock
+// model; so an inventory token waits until the stock model has applied its
+// version and the catalog's flag agrees with the level the stock model
+// holds: then the filter and the units both show that version or a later one.
 func (a *API) awaitCatalogToken(ctx context.Context, tok *token) error {
 	const accepted = "a product or an inventory token"
-	if tok.aggType != domain.AggregateProduct && tok.aggType != domain.AggregateInventory {
-		return tokenRefused(accepted)
+	switch tok.aggType {
+	case domain.AggregateProduct:
+		vr, err := a.versionReader(ModelCatalog, tok, accepted)
+		if err != nil {
+			return err
+		}
+		return a.await(ctx, tok, func(ctx context.Context) (bool, error) { return reached(ctx, vr, tok) })
+	case domain.AggregateInventory:
+		return a.await(ctx, tok, func(ctx context.Context) (bool, error) {
+			inv, err := a.r.Inventory.Inventory(ctx, tok.id)
+			switch {
+			case errors.Is(err, projections.ErrNotFound):
+				return false, nil
+			case err != nil:
+				return false, err
+			case inv.Version < tok.version:
+				return false, nil
+			}
+			inStock, err := a.r.CatalogStock.InStock(ctx, tok.id)
+			return err == nil && inStock == (inv.Available > 0), err
+		})
 	}
-	vr, err := a.versionReader(ModelCatalog, tok, accepted)
-	if err != nil {
-		return err
-	}
-	return a.await(ctx, tok, func(ctx context.Context) (bool, error) { return reached(ctx, vr, tok) })
+	return tokenRefused(accepted)
 }
 
 // awaitInventoryToken waits, for GET /v1/inventory/{sku}, until the stock

@@ -27,7 +27,13 @@ type Readers struct {
 	Orders    projections.OrderReader
 	Inventory projections.InventoryReader
 	Catalog   projections.CatalogReader
-	Sales     projections.SalesReader
+	// Stock fills in the available units of the catalog's answers: the
+	// catalog keeps only whether a SKU is in stock (projections.CatalogDoc).
+	Stock projections.StockLevelReader
+	// CatalogStock reads the catalog's in-stock flags, for the wait of an
+	// inventory token on a catalog read.
+	CatalogStock projections.StockFlagReader
+	Sales        projections.SalesReader
 	// Versions maps each read model (ModelOrders, ModelInventory,
 	// ModelCatalog, ModelSales) to the aggregate types it can wait for and
 	// the reader of its applied versions. A GET waits on the model that
@@ -196,6 +202,12 @@ func (a *API) getProduct(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	levels, err := a.r.Stock.Levels(r.Context(), []string{sku})
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	p.Available = levels[0]
 	httpx.WriteJSON(w, http.StatusOK, p)
 }
 
@@ -235,10 +247,33 @@ func (a *API) searchProducts(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if res.Hits == nil {
-		res.Hits = []projections.ProductView{}
+	if res.Hits, err = a.withLevels(r.Context(), res.Hits); err != nil {
+		a.fail(w, r, err)
+		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, res)
+}
+
+// withLevels returns a copy of hits (a search's result may be shared with
+// the catalog's cache) with Available filled in from the stock model.
+func (a *API) withLevels(ctx context.Context, hits []projections.ProductView) ([]projections.ProductView, error) {
+	out := make([]projections.ProductView, len(hits))
+	if len(hits) == 0 {
+		return out, nil
+	}
+	skus := make([]string, len(hits))
+	for i, h := range hits {
+		skus[i] = h.SKU
+	}
+	levels, err := a.r.Stock.Levels(ctx, skus)
+	if err != nil {
+		return nil, err
+	}
+	for i, h := range hits {
+		h.Available = levels[i]
+		out[i] = h
+	}
+	return out, nil
 }
 
 // ParseSearch reads and validates the query of GET /v1/products.

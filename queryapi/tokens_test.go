@@ -93,11 +93,11 @@ func newReadSide(t *testing.T) *readSide {
 		tokens:    tokens,
 	}
 	api := queryapi.New(queryapi.Readers{
-		Orders: rs.orders, Inventory: rs.inventory, Catalog: rs.catalog,
+		Orders: rs.orders, Inventory: rs.inventory, Catalog: rs.catalog, Stock: rs.inventory, CatalogStock: rs.catalog,
 		Versions: map[string]map[string]projections.VersionReader{
 			queryapi.ModelOrders:    {domain.AggregateOrder: rs.orders},
 			queryapi.ModelInventory: {domain.AggregateInventory: rs.inventory},
-			queryapi.ModelCatalog:   {domain.AggregateProduct: rs.catalog, domain.AggregateInventory: rs.catalog},
+			queryapi.ModelCatalog:   {domain.AggregateProduct: rs.catalog},
 			queryapi.ModelSales:     {},
 		},
 	}, tokens, rs.hub, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), queryapi.Config{ConsistencyWait: tokenWait})
@@ -478,4 +478,71 @@ func TestCatalogTokens(t *testing.T) {
 			t.Errorf("GET /v1/products?%s = %s; want %d", c.query, a, c.status)
 		}
 	}
+}
+
+// stock applies the stock event that leaves sku with available units at
+// version to the stock model and, when catalog is set, to the catalog.
+func (rs *readSide) stock(t *testing.T, sku string, available, version int64, catalog bool) {
+	t.Helper()
+	e := domain.InventoryAdjusted{InventoryLevels: domain.InventoryLevels{SKU: sku, OnHand: available, Available: available, Version: version},
+		Delta: 1, Reason: "count"}
+	rs.apply(t, rs.inventory, domain.AggregateInventory, sku, version, domain.EventInventoryAdjusted, e)
+	if catalog {
+		rs.apply(t, rs.catalog, domain.AggregateInventory, sku, version, domain.EventInventoryAdjusted, e)
+	}
+}
+
+// TestInventoryTokensOnCatalogReads checks the reads of a catalog that
+// keeps only an in-stock flag, with available units from the stock model:
+// the units always come from the stock model, cached search or not; an
+// inventory token that changes no flag is answered as soon as the stock
+// model has it; one that flips the flag waits until the catalog has flipped
+// it too, and the search it waited for filters by the new flag, not by a
+// result cached before.
+func TestInventoryTokensOnCatalogReads(t *testing.T) {
+	t.Parallel()
+	rs := newReadSide(t)
+	rs.product(t, "TEA-3", true)
+	rs.stock(t, "TEA-3", 5, 1, true)
+
+	const inStock = "/v1/products?q=sencha&in_stock=true"
+	if a := rs.get(t, inStock, "", ""); a.status != http.StatusOK || !strings.Contains(a.body, `"sku":"TEA-3"`) ||
+		!strings.Contains(a.body, `"available":5`) {
+		t.Fatalf("in-stock search = %s; want TEA-3 with 5 available", a)
+	}
+	// Units move without a flip: the catalog is not written, the answers
+	// show the stock model's units at once, the cached search included.
+	rs.stock(t, "TEA-3", 4, 2, true)
+	rs.stock(t, "TEA-3", 3, 3, false)
+	for _, path := range []string{inStock, "/v1/products/TEA-3"} {
+		a := rs.get(t, path, "", "inventory:TEA-3:3")
+		if a.status != http.StatusOK || !strings.Contains(a.body, `"available":3`) {
+			t.Errorf("GET %s with inventory:TEA-3:3 = %s; want 3 available", path, a)
+		}
+		wantAtOnce(t, "GET "+path+" with a token that flips nothing", a)
+	}
+	if v, err := rs.catalog.AppliedVersion(t.Context(), domain.AggregateInventory, "TEA-3"); err != nil || v != 1 {
+		t.Errorf("catalog's inventory version = %d, %v; want 1: only flips write the catalog", v, err)
+	}
+
+	// Sold out in the stock model, not yet in the catalog: a token of it
+	// waits for the catalog's flag.
+	rs.stock(t, "TEA-3", 0, 4, false)
+	answered := make(chan answer, 1)
+	go func() { answered <- rs.get(t, inStock, "", "inventory:TEA-3:4") }()
+	time.Sleep(tokenWait / 4)
+	select {
+	case a := <-answered:
+		t.Fatalf("in-stock search with the token of a flip the catalog has not applied = %s; want it to wait", a)
+	default:
+	}
+	rs.apply(t, rs.catalog, domain.AggregateInventory, "TEA-3", 4, domain.EventInventoryAdjusted, domain.InventoryAdjusted{
+		InventoryLevels: domain.InventoryLevels{SKU: "TEA-3", Version: 4}, Delta: -3, Reason: "count"})
+	if a := <-answered; a.status != http.StatusOK || strings.Contains(a.body, `"sku":"TEA-3"`) || !strings.Contains(a.body, `"total":0`) {
+		t.Errorf("in-stock search with the sold-out token = %s; want no hit once the catalog flipped", a)
+	}
+	if a := rs.get(t, "/v1/products/TEA-3", "", "inventory:TEA-3:4"); a.status != http.StatusOK || !strings.Contains(a.body, `"available":0`) {
+		t.Errorf("product with the sold-out token = %s; want 0 available", a)
+	}
+	wantWaitedOut(t, "in-stock search with a token of a stock version that never comes", rs.get(t, inStock, "", "inventory:TEA-3:9"))
 }

@@ -25,13 +25,15 @@ type (
 )
 
 var (
-	_ projections.OrderReader     = liveOrders{}
-	_ projections.VersionReader   = liveOrders{}
-	_ projections.InventoryReader = liveInventory{}
-	_ projections.VersionReader   = liveInventory{}
-	_ projections.CatalogReader   = liveCatalog{}
-	_ projections.VersionReader   = liveCatalog{}
-	_ projections.SalesReader     = liveSales{}
+	_ projections.OrderReader      = liveOrders{}
+	_ projections.VersionReader    = liveOrders{}
+	_ projections.InventoryReader  = liveInventory{}
+	_ projections.VersionReader    = liveInventory{}
+	_ projections.StockLevelReader = liveInventory{}
+	_ projections.CatalogReader    = liveCatalog{}
+	_ projections.VersionReader    = liveCatalog{}
+	_ projections.StockFlagReader  = liveCatalog{}
+	_ projections.SalesReader      = liveSales{}
 )
 
 func (o liveOrders) s() *boltstore.OrderStore {
@@ -66,6 +68,10 @@ func (i liveInventory) AppliedVersion(ctx context.Context, aggregateType, aggreg
 	return i.s().AppliedVersion(ctx, aggregateType, aggregateID)
 }
 
+func (i liveInventory) Levels(ctx context.Context, skus []string) ([]int64, error) {
+	return i.s().Levels(ctx, skus)
+}
+
 func (c liveCatalog) s() catalogStore { return c.m.live.Load().st.(catalogStore) }
 
 func (c liveCatalog) Product(ctx context.Context, sku string) (projections.ProductView, error) {
@@ -78,6 +84,10 @@ func (c liveCatalog) Search(ctx context.Context, q projections.SearchQuery) (pro
 
 func (c liveCatalog) AppliedVersion(ctx context.Context, aggregateType, aggregateID string) (int64, error) {
 	return c.s().AppliedVersion(ctx, aggregateType, aggregateID)
+}
+
+func (c liveCatalog) InStock(ctx context.Context, sku string) (bool, error) {
+	return c.s().InStock(ctx, sku)
 }
 
 func (s liveSales) Sales(ctx context.Context, q projections.SalesQuery) ([]projections.SalesRow, error) {
@@ -93,10 +103,12 @@ type Readers struct {
 	Inventory interface {
 		projections.InventoryReader
 		projections.VersionReader
+		projections.StockLevelReader
 	}
 	Catalog interface {
 		projections.CatalogReader
 		projections.VersionReader
+		projections.StockFlagReader
 	}
 	Sales projections.SalesReader
 }

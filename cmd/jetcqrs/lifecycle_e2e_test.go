@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blevesearch/bleve/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/jetcqrs/jetcqrs/domain"
@@ -458,4 +460,51 @@ func TestProjectorKilledMidRebuildIsTakenOver(t *testing.T) {
 	guard.stop()
 	s.checkReadModelsMatchWriteSide(s.main, true)
 	s.checkRecord("orders", 2)
+}
+
+// TestCatalogIndexOfAnotherSchemaIsRebuilt starts a read node on an
+// embedded catalog index that an older build wrote (another schema): the
+// node does not refuse to start, it replaces the index and rebuilds the
+// catalog from the stream, and then serves every product again.
+func TestCatalogIndexOfAnotherSchemaIsRebuilt(t *testing.T) {
+	writer := startSystem(t, testConfig(t), Components{CommandAPI: true, Relay: true})
+	admin := writer.token("ops", domain.RoleAdmin)
+	reader := startPeer(t, writer, Components{QueryAPI: true, Projector: true})
+	skus := writer.seedCatalog(admin, "SCH", 4, 10)
+	writer.awaitCaughtUp(reader, 30*time.Second)
+	reader.stop()
+
+	dir := filepath.Join(reader.cfg.DataDir, "catalog", "g1")
+	idx, err := bleve.OpenUsing(dir, map[string]any{"bolt_timeout": "10s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := idx.SetInternal([]byte("jetcqrs.catalog.schema"), []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := idx.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := *reader.cfg
+	cfg.HTTPAddr = "127.0.0.1:0"
+	again := startSystem(t, &cfg, Components{QueryAPI: true, Projector: true})
+	for _, sku := range skus {
+		for deadline := time.Now().Add(time.Minute); ; {
+			var p projections.ProductView
+			resp, _, err := again.send(http.MethodGet, "/v1/products/"+sku, "", nil, nil, &p)
+			if err == nil && resp.StatusCode == http.StatusOK && p.SKU == sku && p.Available == 10 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("GET /v1/products/%s after the schema change: %v %v %+v; want it rebuilt with 10 available", sku, resp, err, p)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	var res projections.SearchResult
+	again.expect(http.StatusOK, http.MethodGet, "/v1/products?q=seeded&in_stock=true", "", nil, nil, &res)
+	if res.Total != int64(len(skus)) {
+		t.Errorf("in-stock search after the rebuild: total %d, want %d", res.Total, len(skus))
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -33,9 +34,10 @@ func validateMetricsAddr(addr, httpAddr string) error {
 	return nil
 }
 
-// metricsEndpoint serves /metrics alone on METRICS_ADDR, so that the
-// scraper's network need not reach the API and the API's clients need not
-// see the metrics.
+// metricsEndpoint serves /metrics on METRICS_ADDR, so that the scraper's
+// network need not reach the API and the API's clients need not see the
+// metrics; and Go's profiles under /debug/pprof/, which only the operator's
+// network that reaches this listener should see.
 type metricsEndpoint struct {
 	server   *http.Server
 	listener net.Listener
@@ -49,6 +51,11 @@ func (m *Main) openMetrics() error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	l, err := net.Listen("tcp", m.cfg.MetricsAddr)
 	if err != nil {
 		return fmt.Errorf("metrics-addr: %w", err)
@@ -56,7 +63,7 @@ func (m *Main) openMetrics() error {
 	m.metrics = &metricsEndpoint{listener: l, server: &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
-		WriteTimeout:      30 * time.Second,
+		WriteTimeout:      90 * time.Second, // a CPU profile takes ?seconds= (30 by default)
 		ErrorLog:          slog.NewLogLogger(m.logger.Handler(), slog.LevelWarn),
 	}}
 	return nil

@@ -92,7 +92,13 @@ func TestMetricsOnTheirOwnAddressPassPromtool(t *testing.T) {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 	if code, _ := get("http://" + m.MetricsAddr() + "/readyz"); code != http.StatusNotFound {
-		t.Errorf("/readyz on METRICS_ADDR = %d, want 404: that listener serves /metrics only", code)
+		t.Errorf("/readyz on METRICS_ADDR = %d, want 404: that listener serves /metrics and profiles only", code)
+	}
+	if code, body := get("http://" + m.MetricsAddr() + "/debug/pprof/heap?debug=1"); code != http.StatusOK || !bytes.Contains(body, []byte("heap profile")) {
+		t.Errorf("/debug/pprof/heap on METRICS_ADDR = %d; want the heap profile", code)
+	}
+	if code, _ := get("http://" + m.Addr() + "/debug/pprof/heap"); code == http.StatusOK {
+		t.Errorf("/debug/pprof/heap on HTTP_ADDR = %d; want the profiles on METRICS_ADDR only", code)
 	}
 	cancel()
 	awaitReturns(t, done, 1)

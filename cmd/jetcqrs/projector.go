@@ -27,7 +27,7 @@ func (m *Main) openModels(ctx context.Context) error {
 	lc, err := lifecycle.New(lifecycle.Config{
 		Models: specs,
 		Open: models.NewOpener(models.Config{Redis: m.redis, RedisPrefix: m.cfg.RedisPrefix, ClickHouse: m.ch,
-			ElasticsearchURL: m.cfg.ElasticsearchURL, DataDir: m.cfg.DataDir, SearchCache: m.searchCache}).Open,
+			ElasticsearchURL: m.cfg.ElasticsearchURL, DataDir: m.cfg.DataDir, SearchCache: m.searchCache, Logger: m.logger}).Open,
 		WrapStore: m.tracing.Applier,
 		Record:    m.record,
 		JS:        m.js,

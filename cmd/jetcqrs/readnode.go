@@ -64,17 +64,19 @@ func (m *Main) openReadNode(ctx context.Context, tokens *auth.Tokens) (func(chi.
 	m.logger.Info("read node", "local models", local, "data", filepath.Join(m.cfg.DataDir, "readnode"))
 
 	lr := node.Readers()
-	readers := queryapi.Readers{Catalog: lr.Catalog, Versions: map[string]map[string]projections.VersionReader{
-		queryapi.ModelCatalog: {domain.AggregateProduct: lr.Catalog, domain.AggregateInventory: lr.Catalog},
+	// An inventory token on a catalog read waits on the stock model and the
+	// catalog's in-stock flag (queryapi.awaitCatalogToken).
+	readers := queryapi.Readers{Catalog: lr.Catalog, CatalogStock: lr.Catalog, Versions: map[string]map[string]projections.VersionReader{
+		queryapi.ModelCatalog: {domain.AggregateProduct: lr.Catalog},
 		queryapi.ModelSales:   {},
 	}}
 	if node.Keeps(readnode.Orders) {
-		readers.Orders, readers.Inventory = lr.Orders, lr.Inventory
+		readers.Orders, readers.Inventory, readers.Stock = lr.Orders, lr.Inventory, lr.Inventory
 		readers.Versions[queryapi.ModelOrders] = map[string]projections.VersionReader{domain.AggregateOrder: lr.Orders}
 		readers.Versions[queryapi.ModelInventory] = map[string]projections.VersionReader{domain.AggregateInventory: lr.Inventory}
 	} else {
 		orders, inventory := m.live.Orders(), m.live.Inventory()
-		readers.Orders, readers.Inventory = orders, inventory
+		readers.Orders, readers.Inventory, readers.Stock = orders, inventory, inventory
 		readers.Versions[queryapi.ModelOrders] = map[string]projections.VersionReader{domain.AggregateOrder: orders}
 		readers.Versions[queryapi.ModelInventory] = map[string]projections.VersionReader{domain.AggregateInventory: inventory}
 	}

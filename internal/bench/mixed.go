@@ -197,6 +197,9 @@ func Mixed(ctx context.Context, cfg MixedConfig) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if sys != nil {
+		client.metrics = sys.metrics
+	}
 	fmt.Fprintf(cfg.Log, "seeding %d products\n", len(catalog))
 	if err := client.seed(ctx, 16); err != nil {
 		return "", fmt.Errorf("seed: %w", err)
@@ -274,8 +277,18 @@ func saturate(ctx context.Context, cfg MixedConfig, client *mixedClient, sys *ch
 	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
 	if o, ok := client.readable.pick(rand.New(rand.NewPCG(1, 1)), false); ok {
-		if n, err := rdb.Exists(ctx, prefix+"order:"+o.id).Result(); err != nil || n != 1 {
-			return nil, fmt.Errorf("baseline: order %s not under Redis prefix %s (%v)", o.id, prefix, err)
+		// The Redis models may have moved to a later generation than the
+		// catalog's (a rebuild after Redis lost their data): the baseline
+		// reads the one that holds the orders.
+		found := false
+		for g := 1; g <= 20 && !found; g++ {
+			candidate := sys.redisPrefix + "g" + strconv.Itoa(g) + ":"
+			if n, err := rdb.Exists(ctx, candidate+"order:"+o.id).Result(); err == nil && n == 1 {
+				prefix, found = candidate, true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("baseline: order %s under no Redis generation of %s", o.id, sys.redisPrefix)
 		}
 	}
 	pool, err := migratedPool(ctx, sys.dbURL, cfg.MaxConns)
@@ -290,7 +303,7 @@ func saturate(ctx context.Context, cfg MixedConfig, client *mixedClient, sys *ch
 	}
 	defer stopBare()
 	bc := *client
-	bc.base = bareBase
+	bc.base, bc.metrics = bareBase, bareBase
 	bc.payable = newOrderPool(20000)
 	baseline := runStep(ctx, scfg, &bc, 0, cfg.Saturation, "bare baseline at saturation")
 	return []StepResult{system, baseline}, nil
@@ -366,7 +379,7 @@ func runStep(ctx context.Context, cfg MixedConfig, c *mixedClient, pid int, rate
 		sleepUntil(ctx, measureFrom)
 		cpu0, cpuOK = processCPU(pid)
 		load0, loadOK = processCPU(os.Getpid())
-		hits0, misses0, cacheOK = cacheCounters(ctx, c.http, c.base)
+		hits0, misses0, cacheOK = cacheCounters(ctx, c.http, c.metrics)
 		sleepUntil(ctx, measureTo)
 		loadAvg = loadAverage()
 		if cpu1, ok := processCPU(pid); ok && cpuOK && pid != 0 {
@@ -377,7 +390,7 @@ func runStep(ctx context.Context, cfg MixedConfig, c *mixedClient, pid int, rate
 			v := (load1 - load0).Seconds() / cfg.Duration.Seconds()
 			loadCores = &v
 		}
-		if h1, m1, ok := cacheCounters(ctx, c.http, c.base); ok && cacheOK {
+		if h1, m1, ok := cacheCounters(ctx, c.http, c.metrics); ok && cacheOK {
 			if n := (h1 - hits0) + (m1 - misses0); n > 0 {
 				v := (h1 - hits0) / n
 				hitRatio = &v

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -91,7 +92,27 @@ func (b *bareMixed) product(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	if err := b.levels(r.Context(), []string{r.PathValue("sku")}); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
 	writeJSON(w, http.StatusOK, source)
+}
+
+// levels reads the available units of skus in one pipeline, as the
+// system fills them into its catalog answers (the bare side reads them and
+// serves the stored sources as they are).
+func (b *bareMixed) levels(ctx context.Context, skus []string) error {
+	_, err := b.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for _, sku := range skus {
+			pipe.HGet(ctx, b.prefix+"inventory:"+sku, "available")
+		}
+		return nil
+	})
+	if errors.Is(err, redis.Nil) {
+		err = nil
+	}
+	return err
 }
 
 // document returns the stored source of a catalog document, nil if none.
@@ -121,7 +142,10 @@ func (b *bareMixed) document(sku string) ([]byte, error) {
 // search runs the catalog's query on the bare index: every word in the
 // name or the description, the same filters, the category and price facets.
 func (b *bareMixed) search(w http.ResponseWriter, r *http.Request) {
-	body, err := bareSearch(r.Context(), b.idx, r.URL.Query())
+	body, skus, err := bareSearch(r.Context(), b.idx, r.URL.Query())
+	if err == nil && len(skus) > 0 {
+		err = b.levels(r.Context(), skus)
+	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -130,8 +154,8 @@ func (b *bareMixed) search(w http.ResponseWriter, r *http.Request) {
 }
 
 // bareSearch is the bare baseline's search of the URL query v on idx, as
-// the JSON body it answers with.
-func bareSearch(ctx context.Context, idx bleve.Index, v url.Values) ([]byte, error) {
+// the JSON body it answers with, and the SKUs of its hits.
+func bareSearch(ctx context.Context, idx bleve.Index, v url.Values) ([]byte, []string, error) {
 	conjuncts := []query.Query{}
 	for _, word := range strings.Fields(strings.ToLower(v.Get("q"))) {
 		inName, inDescription := bleve.NewMatchQuery(word), bleve.NewMatchQuery(word)
@@ -158,9 +182,8 @@ func bareSearch(ctx context.Context, idx bleve.Index, v url.Values) ([]byte, err
 		conjuncts = append(conjuncts, q)
 	}
 	if v.Get("in_stock") == "true" {
-		one := 1.0
-		q := bleve.NewNumericRangeInclusiveQuery(&one, nil, &inclusive, nil)
-		q.SetField("available")
+		q := bleve.NewBoolFieldQuery(true)
+		q.SetField("in_stock")
 		conjuncts = append(conjuncts, q)
 	}
 	limit, err := strconv.Atoi(v.Get("limit"))
@@ -184,15 +207,18 @@ func bareSearch(ctx context.Context, idx bleve.Index, v url.Values) ([]byte, err
 	req.AddFacet("price", pf)
 	res, err := idx.SearchInContext(ctx, req)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	hits := make([]json.RawMessage, 0, len(res.Hits))
+	skus := make([]string, 0, len(res.Hits))
 	for _, h := range res.Hits {
 		if s, ok := h.Fields["source"].(string); ok {
 			hits = append(hits, json.RawMessage(s))
+			skus = append(skus, h.ID)
 		}
 	}
-	return json.Marshal(map[string]any{"total": res.Total, "hits": hits, "facets": res.Facets})
+	body, err := json.Marshal(map[string]any{"total": res.Total, "hits": hits, "facets": res.Facets})
+	return body, skus, err
 }
 
 // place commits the order's outbox rows (the order and one reservation per

@@ -26,6 +26,7 @@ const mixedName = "jetcqrs_bench_mixed"
 // childSystem is `jetcqrs serve` run as a child process on scratch stores.
 type childSystem struct {
 	base, secret string
+	metrics      string // METRICS_ADDR's base URL: /metrics and /debug/pprof/
 	pid          int
 	natsPort     int // the embedded NATS server's
 	dataDir      string
@@ -96,10 +97,15 @@ func startChildSystem(ctx context.Context, cfg MixedConfig) (_ *childSystem, err
 	if err != nil {
 		return nil, err
 	}
+	metricsPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	s := &childSystem{base: "http://127.0.0.1:" + strconv.Itoa(httpPort), secret: hex.EncodeToString(secret),
-		natsPort: natsPort, dataDir: filepath.Join(dir, "data"), dbURL: dbURL, redisPrefix: prefix, logPath: filepath.Join(dir, "serve.log")}
+		natsPort: natsPort, metrics: "http://127.0.0.1:" + strconv.Itoa(metricsPort),
+		dataDir: filepath.Join(dir, "data"), dbURL: dbURL, redisPrefix: prefix, logPath: filepath.Join(dir, "serve.log")}
 	logFile, err := os.Create(s.logPath)
 	if err != nil {
 		return nil, err
@@ -113,7 +119,8 @@ func startChildSystem(ctx context.Context, cfg MixedConfig) (_ *childSystem, err
 		"--redis-url="+cfg.RedisURL, "--redis-prefix="+prefix,
 		"--clickhouse-url="+chURL.String(), "--elasticsearch-url=", "--nats-url=",
 		"--nats-port="+strconv.Itoa(natsPort), "--data-dir="+s.dataDir, "--jwt-secret="+s.secret,
-		"--http-addr=127.0.0.1:"+strconv.Itoa(httpPort), "--slot-name="+name,
+		"--http-addr=127.0.0.1:"+strconv.Itoa(httpPort), "--metrics-addr=127.0.0.1:"+strconv.Itoa(metricsPort),
+		"--slot-name="+name,
 		"--relay-mode=cdc", "--log-level=warn", "--log-format=text")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
@@ -140,7 +147,7 @@ func startChildSystem(ctx context.Context, cfg MixedConfig) (_ *childSystem, err
 		}
 	}
 	undo = append(undo, func() { _ = s.stop() })
-	fmt.Fprintf(cfg.Log, "started jetcqrs serve (pid %d) at %s, log %s\n", s.pid, s.base, s.logPath)
+	fmt.Fprintf(cfg.Log, "started jetcqrs serve (pid %d) at %s, log %s, profiles at %s/debug/pprof/\n", s.pid, s.base, s.logPath, s.metrics)
 	if err := ready(ctx, &http.Client{Timeout: 5 * time.Second}, s.base, 90*time.Second, exited); err != nil {
 		return nil, fmt.Errorf("serve: %w; its log ends:\n%s", err, tail(s.logPath, 20))
 	}

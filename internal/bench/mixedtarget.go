@@ -76,6 +76,7 @@ func (p *orderPool) len() int {
 // mixedClient drives a deployment's HTTP API with the mixed workload.
 type mixedClient struct {
 	base    string
+	metrics string // where /metrics is served: base unless the deployment has METRICS_ADDR
 	http    *http.Client
 	admin   string
 	tokens  []string // a customer's token by user index
@@ -97,7 +98,7 @@ func newMixedClient(base string, secret []byte, catalog []seedProduct, queries q
 	if err != nil {
 		return nil, err
 	}
-	c := &mixedClient{base: strings.TrimRight(base, "/"), catalog: catalog, queries: queries,
+	c := &mixedClient{base: strings.TrimRight(base, "/"), metrics: strings.TrimRight(base, "/"), catalog: catalog, queries: queries,
 		readable: newOrderPool(20000), payable: newOrderPool(20000),
 		http: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
 			MaxIdleConns: conns, MaxIdleConnsPerHost: conns, IdleConnTimeout: time.Minute}}}

@@ -400,7 +400,10 @@ func bleveCatalogModel(store *blevestore.CatalogStore, raw bleve.Index) applyMod
 						if err := json.Unmarshal(e.Payload, &l); err != nil {
 							return nil, err
 						}
-						d.Available, d.InventoryVersion, d.InventorySeq = l.Available, l.Version, e.Seq
+						if (l.Available > 0) == d.InStock {
+							continue // the catalog keeps only the flag
+						}
+						d.InStock, d.InventoryVersion, d.InventorySeq = l.Available > 0, l.Version, e.Seq
 					}
 					changed[e.AggregateID] = true
 				}
@@ -412,7 +415,7 @@ func bleveCatalogModel(store *blevestore.CatalogStore, raw bleve.Index) applyMod
 						return nil, err
 					}
 					ws = append(ws, write{id: sku, fields: map[string]any{"name": d.Name, "description": d.Description,
-						"category": d.Category, "price_cents": d.PriceCents, "available": d.Available,
+						"category": d.Category, "price_cents": d.PriceCents, "in_stock": d.InStock,
 						"has_product": d.HasProduct, "source": string(source)}})
 				}
 				return ws, nil

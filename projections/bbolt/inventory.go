@@ -21,9 +21,10 @@ const inventoryRecordLen = versionedHeader + 3*8
 type InventoryStore struct{ *file }
 
 var (
-	_ projections.Applier         = (*InventoryStore)(nil)
-	_ projections.InventoryReader = (*InventoryStore)(nil)
-	_ projections.VersionReader   = (*InventoryStore)(nil)
+	_ projections.Applier          = (*InventoryStore)(nil)
+	_ projections.InventoryReader  = (*InventoryStore)(nil)
+	_ projections.VersionReader    = (*InventoryStore)(nil)
+	_ projections.StockLevelReader = (*InventoryStore)(nil)
 )
 
 // OpenInventory opens, creating it if needed, the stock model kept in the
@@ -110,6 +111,32 @@ func (s *InventoryStore) Inventory(ctx context.Context, sku string) (projections
 		return projections.InventoryView{}, projections.ErrNotFound
 	}
 	return v, nil
+}
+
+// Levels implements projections.StockLevelReader, in one read transaction.
+func (s *InventoryStore) Levels(ctx context.Context, skus []string) ([]int64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	levels := make([]int64, len(skus))
+	err := s.db.View(func(tx *bolt.Tx) error {
+		stock := tx.Bucket(inventoryBucket)
+		for i, sku := range skus {
+			record := stock.Get([]byte(sku))
+			if record == nil {
+				continue
+			}
+			if len(record) != inventoryRecordLen {
+				return fmt.Errorf("%s: record of %d bytes, want %d", sku, len(record), inventoryRecordLen)
+			}
+			levels[i] = int64(binary.BigEndian.Uint64(record[4*8:]))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: stock levels: %w", err)
+	}
+	return levels, nil
 }
 
 // AppliedVersion returns the inventory version the model shows for the sku

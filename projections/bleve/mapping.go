@@ -13,7 +13,7 @@ const (
 	fieldDescription = "description" // full text, English analysis
 	fieldCategory    = "category"    // exact keyword: filter and terms facet
 	fieldPrice       = "price_cents" // number: range filter and range facet
-	fieldAvailable   = "available"   // number: in-stock filter
+	fieldInStock     = "in_stock"    // flag: in-stock filter
 	fieldHasProduct  = "has_product" // false while only inventory events were seen
 	fieldSource      = "source"      // the projections.CatalogDoc as JSON, stored only
 )
@@ -23,7 +23,7 @@ const (
 // change incompatibly, so that Open refuses an index the code cannot read.
 const (
 	schemaKey     = "jetcqrs.catalog.schema"
-	schemaVersion = "1"
+	schemaVersion = "2" // 2: in_stock replaced available
 )
 
 // catalogMapping is a static mapping: only the fields listed here are
@@ -70,7 +70,7 @@ func catalogMapping() mapping.IndexMapping {
 	doc.AddFieldMappingsAt(fieldDescription, text())
 	doc.AddFieldMappingsAt(fieldCategory, keywordField)
 	doc.AddFieldMappingsAt(fieldPrice, number()) // range facet
-	doc.AddFieldMappingsAt(fieldAvailable, number())
+	doc.AddFieldMappingsAt(fieldInStock, flag)
 	doc.AddFieldMappingsAt(fieldHasProduct, flag)
 	doc.AddFieldMappingsAt(fieldSource, source)
 

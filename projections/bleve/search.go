@@ -76,8 +76,9 @@ func (s *CatalogStore) searchIndex(ctx context.Context, q projections.SearchQuer
 		conjuncts = append(conjuncts, numericRange(fieldPrice, q.MinPrice, q.MaxPrice))
 	}
 	if q.InStock {
-		one := int64(1) // available is a whole number: > 0 is >= 1
-		conjuncts = append(conjuncts, numericRange(fieldAvailable, &one, nil))
+		inStock := bleve.NewBoolFieldQuery(true)
+		inStock.SetField(fieldInStock)
+		conjuncts = append(conjuncts, inStock)
 	}
 
 	req := bleve.NewSearchRequestOptions(bleve.NewConjunctionQuery(conjuncts...), limit, offset, false)

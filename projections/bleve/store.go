@@ -1,6 +1,6 @@
 // Package blevestore keeps the product catalog read model in an embedded,
 // on-disk Bleve index: one document per SKU with the product's catalog data
-// and its available stock, full-text search over name and description, and
+// and whether it is in stock, full-text search over name and description, and
 // category and price facets. It is the catalog store jetcqrs uses when no
 // Elasticsearch is configured.
 //
@@ -29,9 +29,10 @@ import (
 )
 
 var (
-	_ projections.Applier       = (*CatalogStore)(nil)
-	_ projections.CatalogReader = (*CatalogStore)(nil)
-	_ projections.VersionReader = (*CatalogStore)(nil)
+	_ projections.Applier         = (*CatalogStore)(nil)
+	_ projections.CatalogReader   = (*CatalogStore)(nil)
+	_ projections.VersionReader   = (*CatalogStore)(nil)
+	_ projections.StockFlagReader = (*CatalogStore)(nil)
 )
 
 // ErrSchemaMismatch is returned by Open for an index built with another
@@ -105,6 +106,22 @@ func Open(dir string, opts ...Option) (*CatalogStore, error) {
 		return nil, fmt.Errorf("blevestore: open %s: %w", dir, err)
 	}
 	return newCatalogStore(dir, idx, o)
+}
+
+// OpenOrReplace is Open, except that an index built with another mapping
+// (ErrSchemaMismatch) is deleted and created anew, empty and unmarked (see
+// Marked), so that the read-model lifecycle rebuilds it from the stream; it
+// reports whether it replaced one.
+func OpenOrReplace(dir string, opts ...Option) (*CatalogStore, bool, error) {
+	s, err := Open(dir, opts...)
+	if !errors.Is(err, ErrSchemaMismatch) {
+		return s, false, err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, false, fmt.Errorf("blevestore: replace %s: %w", dir, err)
+	}
+	s, err = Open(dir, opts...)
+	return s, err == nil, err
 }
 
 func create(dir string, boltCfg map[string]any, o options) (*CatalogStore, error) {
@@ -258,8 +275,8 @@ func (s *CatalogStore) Product(_ context.Context, sku string) (projections.Produ
 
 // AppliedVersion implements projections.VersionReader for the product
 // aggregate (the version Product and Search show) and the inventory
-// aggregate (the version of the stock behind Available); 0 when the store
-// has applied none.
+// aggregate (the version of the stock event that last flipped the in-stock
+// flag, see projections.CatalogDoc); 0 when the store has applied none.
 func (s *CatalogStore) AppliedVersion(_ context.Context, aggregateType, aggregateID string) (int64, error) {
 	if aggregateType != domain.AggregateProduct && aggregateType != domain.AggregateInventory {
 		return 0, fmt.Errorf("blevestore: the catalog keeps no versions of aggregate type %q", aggregateType)
@@ -278,6 +295,40 @@ func (s *CatalogStore) AppliedVersion(_ context.Context, aggregateType, aggregat
 		return d.Version, nil
 	}
 	return 0, nil
+}
+
+// InStock implements projections.StockFlagReader.
+func (s *CatalogStore) InStock(_ context.Context, sku string) (bool, error) {
+	docs, err := s.load([]string{sku})
+	if err != nil {
+		return false, fmt.Errorf("blevestore: in stock %s: %w", sku, err)
+	}
+	d := docs[sku]
+	return d != nil && d.InStock, nil
+}
+
+// markerKey names the internal value Mark writes.
+const markerKey = "jetcqrs.catalog.marked"
+
+// Mark records that this index holds a whole read-model generation, built
+// from the stream's start (see Marked).
+func (s *CatalogStore) Mark(context.Context) error {
+	if err := s.idx.SetInternal([]byte(markerKey), []byte("1")); err != nil {
+		return fmt.Errorf("blevestore: mark: %w", err)
+	}
+	return nil
+}
+
+// Marked reports whether Mark's record is there: false for an index that
+// was created in place of one the stream's consumers had already fed (an
+// index of another schema, replaced by OpenOrReplace), which holds only what
+// arrives from now on and must be rebuilt.
+func (s *CatalogStore) Marked(context.Context) (bool, error) {
+	v, err := s.idx.GetInternal([]byte(markerKey))
+	if err != nil {
+		return false, fmt.Errorf("blevestore: marked: %w", err)
+	}
+	return v != nil, nil
 }
 
 // load reads the stored documents of skus from one index snapshot; SKUs
@@ -335,7 +386,7 @@ func indexFields(d *projections.CatalogDoc) (map[string]any, error) {
 		fieldDescription: d.Description,
 		fieldCategory:    d.Category,
 		fieldPrice:       d.PriceCents,
-		fieldAvailable:   d.Available,
+		fieldInStock:     d.InStock,
 		fieldHasProduct:  d.HasProduct,
 		fieldSource:      string(source),
 	}, nil

@@ -109,6 +109,48 @@ func TestOpenRefusesOtherSchema(t *testing.T) {
 	}
 }
 
+// TestOpenOrReplaceRebuildsOtherSchema: an index of another schema is
+// replaced by an empty, unmarked one (the lifecycle then rebuilds the model
+// from the stream), and one of this schema is opened as it is.
+func TestOpenOrReplaceRebuildsOtherSchema(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "catalog-g1")
+	s, replaced, err := OpenOrReplace(dir)
+	if err != nil || replaced {
+		t.Fatalf("OpenOrReplace of no index = replaced %t, %v; want a new index", replaced, err)
+	}
+	if err := s.Mark(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.idx.SetInternal([]byte(schemaKey), []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, replaced, err = OpenOrReplace(dir)
+	if err != nil || !replaced {
+		t.Fatalf("OpenOrReplace of an index of schema 1 = replaced %t, %v; want it replaced", replaced, err)
+	}
+	if marked, err := s.Marked(t.Context()); err != nil || marked {
+		t.Errorf("the replacing index: Marked = %t, %v; want false, so that it is rebuilt", marked, err)
+	}
+	if err := s.Mark(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, replaced, err = OpenOrReplace(dir)
+	if err != nil || replaced {
+		t.Fatalf("OpenOrReplace of an index of this schema = replaced %t, %v; want it opened", replaced, err)
+	}
+	defer s.Close()
+	if marked, err := s.Marked(t.Context()); err != nil || !marked {
+		t.Errorf("reopened index: Marked = %t, %v; want true", marked, err)
+	}
+}
+
 func TestOpenRefusesNonIndexDirectory(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -156,8 +198,9 @@ func TestConcurrentApplyLosesNothing(t *testing.T) {
 	})
 	wg.Go(func() {
 		for i := range n {
+			// Every event flips in-stock: in at odd versions, out at even ones.
 			payload, _ := json.Marshal(domain.InventoryAdjusted{InventoryLevels: domain.InventoryLevels{
-				SKU: "SKU-1", OnHand: int64(1 + i), Available: int64(1 + i), Version: int64(1 + i),
+				SKU: "SKU-1", OnHand: int64((1 + i) % 2), Available: int64((1 + i) % 2), Version: int64(1 + i),
 			}})
 			errs <- s.Apply(t.Context(), []projections.Envelope{{
 				Seq: uint64(1000 + i), AggregateType: domain.AggregateInventory, AggregateID: "SKU-1",
@@ -173,8 +216,11 @@ func TestConcurrentApplyLosesNothing(t *testing.T) {
 		}
 	}
 	got, err := s.Product(t.Context(), "SKU-1")
-	if err != nil || got.PriceCents != 100+n-1 || got.Version != n || got.Available != n {
-		t.Errorf("Product = %+v, %v; want the last product event (price %d, version %d) and the last stock (%d)", got, err, 100+n-1, n, n)
+	if err != nil || got.PriceCents != 100+n-1 || got.Version != n || got.InStock != (n%2 == 1) {
+		t.Errorf("Product = %+v, %v; want the last product event (price %d, version %d) and the last stock's flag", got, err, 100+n-1, n)
+	}
+	if v, err := s.AppliedVersion(t.Context(), domain.AggregateInventory, "SKU-1"); err != nil || v != n {
+		t.Errorf("AppliedVersion(inventory) = %d, %v; want %d, the last flip", v, err, n)
 	}
 }
 

@@ -22,6 +22,7 @@ type CatalogUnderTest interface {
 	projections.Applier
 	projections.CatalogReader
 	projections.VersionReader
+	projections.StockFlagReader
 }
 
 // Catalog runs the catalog read-model contract against the stores newStore
@@ -34,7 +35,7 @@ func Catalog(t *testing.T, newStore func(t *testing.T) CatalogUnderTest) {
 		run  func(t *testing.T, s CatalogUnderTest)
 	}{
 		{"CreateAndUpdate", catalogCreateAndUpdate},
-		{"InventoryMovesAvailable", catalogInventoryMovesAvailable},
+		{"InventoryFlipsInStock", catalogInventoryFlipsInStock},
 		{"FullText", catalogFullText},
 		{"FiltersInclusive", catalogFiltersInclusive},
 		{"Facets", catalogFacets},
@@ -102,11 +103,11 @@ func catalogFixtureViews() map[string]projections.ProductView {
 	return map[string]projections.ProductView{
 		"A-100": {SKU: "A-100", Name: "Trail Lantern", Description: "Rechargeable camping light with a titanium hook",
 			Category: "outdoor", PriceCents: 2500, Attributes: map[string]string{"color": "green", "battery": "usb-c"},
-			Available: 5, Version: 2},
+			InStock: true, Version: 2},
 		"A-200": {SKU: "A-200", Name: "Camping Stove", Description: "Compact burner for backpacking trips",
-			Category: "outdoor", PriceCents: 5000, Available: 0, Version: 1},
+			Category: "outdoor", PriceCents: 5000, Version: 1},
 		"B-100": {SKU: "B-100", Name: "Mystery Novel", Description: "A detective story set in Lisbon",
-			Category: "books", PriceCents: 999, Available: 3, Version: 1},
+			Category: "books", PriceCents: 999, InStock: true, Version: 1},
 		"B-200": {SKU: "B-200", Name: "Cookbook", Description: "Recipes for camping and the outdoor kitchen",
 			Category: "books", PriceCents: 1000, Version: 1},
 		"C-100": {SKU: "C-100", Name: "Desk Lamp", Description: "LED lamp with a dimmer",
@@ -149,7 +150,10 @@ func catalogCreateAndUpdate(t *testing.T, s CatalogUnderTest) {
 	catalogWantSearch(t, s, projections.SearchQuery{Category: "kitchen"}, 0)
 }
 
-func catalogInventoryMovesAvailable(t *testing.T, s CatalogUnderTest) {
+// catalogInventoryFlipsInStock: the catalog keeps whether a SKU is in
+// stock, written only when a stock event flips it, so its inventory version
+// is that of the last flip.
+func catalogInventoryFlipsInStock(t *testing.T, s CatalogUnderTest) {
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	catalogApply(t, s, catalogProductEvent(t, 1, domain.EventProductCreated,
 		catalogSnapshot("SKU-1", "Kettle", "Boils water fast", "kitchen", 3000, 1), at))
@@ -157,32 +161,40 @@ func catalogInventoryMovesAvailable(t *testing.T, s CatalogUnderTest) {
 	catalogWantSearch(t, s, inStock, 0)
 
 	steps := []struct {
-		typ                         string
-		onHand, reserved, wantAvail int64
+		typ              string
+		onHand, reserved int64
+		wantVersion      int64 // of the last flip
 	}{
-		{domain.EventInventoryAdjusted, 10, 0, 10},
-		{domain.EventInventoryReserved, 10, 3, 7},
-		{domain.EventInventoryShipped, 7, 0, 7},
-		{domain.EventInventoryReserved, 7, 7, 0},
-		{domain.EventInventoryReleased, 7, 2, 5},
-		{domain.EventInventoryAdjusted, 2, 2, 0},
+		{domain.EventInventoryAdjusted, 10, 0, 1},
+		{domain.EventInventoryReserved, 10, 3, 1},
+		{domain.EventInventoryShipped, 7, 0, 1},
+		{domain.EventInventoryReserved, 7, 7, 4},
+		{domain.EventInventoryShipped, 5, 5, 4},
+		{domain.EventInventoryReleased, 5, 2, 6},
+		{domain.EventInventoryAdjusted, 2, 2, 7},
 	}
 	for i, st := range steps {
 		seq, version := uint64(2+i), int64(1+i)
 		catalogApply(t, s, catalogStockEvent(t, seq, st.typ, "SKU-1", st.onHand, st.reserved, version, at))
 		view := projections.ProductView{
 			SKU: "SKU-1", Name: "Kettle", Description: "Boils water fast", Category: "kitchen",
-			PriceCents: 3000, Available: st.wantAvail, Version: 1,
+			PriceCents: 3000, InStock: st.onHand > st.reserved, Version: 1,
 		}
 		catalogWantProduct(t, s, view)
-		catalogWantVersion(t, s, domain.AggregateInventory, "SKU-1", version)
+		catalogWantVersion(t, s, domain.AggregateInventory, "SKU-1", st.wantVersion)
 		catalogWantVersion(t, s, domain.AggregateProduct, "SKU-1", 1)
-		if st.wantAvail > 0 {
+		if view.InStock {
 			catalogWantSearch(t, s, inStock, 1, view)
 		} else {
 			catalogWantSearch(t, s, inStock, 0)
 		}
 		catalogWantSearch(t, s, projections.SearchQuery{}, 1, view)
+		if flag, err := s.InStock(t.Context(), "SKU-1"); err != nil || flag != view.InStock {
+			t.Errorf("step %d: InStock(SKU-1) = %t, %v; want %t", i, flag, err, view.InStock)
+		}
+	}
+	if flag, err := s.InStock(t.Context(), "NOPE"); err != nil || flag {
+		t.Errorf("InStock of a SKU the catalog does not hold = %t, %v; want false", flag, err)
 	}
 }
 
@@ -417,7 +429,7 @@ func catalogStaleEventsIgnored(t *testing.T, s CatalogUnderTest) {
 	)
 	want := projections.ProductView{
 		SKU: "SKU-1", Name: "Electric Kettle", Description: "Boils water fast", Category: "kitchen",
-		PriceCents: 3500, Available: 4, Version: 2,
+		PriceCents: 3500, InStock: true, Version: 2,
 	}
 	catalogWantProduct(t, s, want)
 
@@ -458,8 +470,8 @@ func catalogStaleEventsIgnored(t *testing.T, s CatalogUnderTest) {
 	catalogWantState(t, s, before, "after re-published older events")
 
 	// A newer version of one part still applies, whatever the other's.
-	catalogApply(t, s, catalogStockEvent(t, 35, domain.EventInventoryReserved, "SKU-1", 4, 1, 3, at))
-	want.Available = 3
+	catalogApply(t, s, catalogStockEvent(t, 35, domain.EventInventoryReserved, "SKU-1", 4, 4, 3, at))
+	want.InStock = false
 	catalogWantProduct(t, s, want)
 	catalogWantVersion(t, s, domain.AggregateInventory, "SKU-1", 3)
 }
@@ -489,7 +501,7 @@ func catalogInventoryBeforeProduct(t *testing.T, s CatalogUnderTest) {
 	catalogApply(t, s, catalogProductEvent(t, 3, domain.EventProductCreated,
 		catalogSnapshot("SKU-1", "Kettle", "Boils water fast", "kitchen", 3000, 1), at))
 	view := projections.ProductView{
-		SKU: "SKU-1", Name: "Kettle", Description: "Boils water fast", Category: "kitchen", PriceCents: 3000, Available: 5, Version: 1,
+		SKU: "SKU-1", Name: "Kettle", Description: "Boils water fast", Category: "kitchen", PriceCents: 3000, InStock: true, Version: 1,
 	}
 	catalogWantProduct(t, s, view)
 	catalogWantVersion(t, s, domain.AggregateProduct, "SKU-1", 1)
@@ -549,7 +561,7 @@ func catalogPoison(t *testing.T, s CatalogUnderTest) {
 	// The runtime dead-letters the poison event and retries the rest.
 	catalogApply(t, s, good1, good3)
 	catalogWantProduct(t, s, projections.ProductView{
-		SKU: "SKU-1", Name: "Kettle", Description: "Boils water fast", Category: "kitchen", PriceCents: 3000, Available: 4, Version: 1,
+		SKU: "SKU-1", Name: "Kettle", Description: "Boils water fast", Category: "kitchen", PriceCents: 3000, InStock: true, Version: 1,
 	})
 }
 

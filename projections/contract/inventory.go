@@ -16,6 +16,7 @@ type InventoryUnderTest interface {
 	projections.Applier
 	projections.InventoryReader
 	projections.VersionReader
+	projections.StockLevelReader
 }
 
 // Inventory runs the stock suite. newStore returns an empty store of its own,
@@ -28,6 +29,10 @@ func Inventory(t *testing.T, newStore func(t *testing.T) InventoryUnderTest) {
 	t.Run("levels follow the stock events", func(t *testing.T) {
 		t.Parallel()
 		testInventoryLevels(t, newStore(t))
+	})
+	t.Run("levels of many SKUs at once", func(t *testing.T) {
+		t.Parallel()
+		testInventoryLevelsBatch(t, newStore(t))
 	})
 	t.Run("product created never resets stock", func(t *testing.T) {
 		t.Parallel()
@@ -98,6 +103,33 @@ func testInventoryLevels(t *testing.T, s InventoryUnderTest) {
 	applyOK(t, s, batch)
 	checkInventory(t, s, other[len(other)-1].want)
 	checkInventory(t, s, projections.InventoryView{SKU: "BOOK-1", OnHand: 5, Available: 5, Version: 6})
+}
+
+func testInventoryLevelsBatch(t *testing.T, s InventoryUnderTest) {
+	l := newStreamLog(t)
+	if got, err := s.Levels(t.Context(), nil); err != nil || len(got) != 0 {
+		t.Errorf("Levels(nil) = %v, %v; want none", got, err)
+	}
+	var batch []projections.Envelope
+	for _, step := range stockHistory(l, "BOOK-1") {
+		batch = append(batch, step.event)
+	}
+	batch = append(batch, l.productCreated("MUG-7"))
+	applyOK(t, s, batch)
+	// In the order asked, a SKU twice, unknown SKUs at zero.
+	skus := []string{"NOPE", "BOOK-1", "MUG-7", "BOOK-1"}
+	got, err := s.Levels(t.Context(), skus)
+	if err != nil {
+		t.Fatalf("Levels(%v): %v", skus, err)
+	}
+	if want := []int64{0, 5, 0, 5}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("Levels(%v) = %v; want %v", skus, got, want)
+	}
+	for sku, want := range map[string]int64{"BOOK-1": 5, "MUG-7": 0, "NOPE": 0} {
+		if got, err := s.Levels(t.Context(), []string{sku}); err != nil || len(got) != 1 || got[0] != want {
+			t.Errorf("Levels([%s]) = %v, %v; want [%d]", sku, got, err, want)
+		}
+	}
 }
 
 func testInventoryCreatedLate(t *testing.T, s InventoryUnderTest) {

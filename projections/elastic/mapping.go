@@ -5,7 +5,7 @@ package elasticstore
 // or projections.CatalogDoc change incompatibly.
 const (
 	schemaMetaKey = "jetcqrs_catalog_schema"
-	schemaVersion = "1"
+	schemaVersion = "2" // 2: in_stock replaced available
 )
 
 // indexDefinition is the body that creates a generation's index. The mapping
@@ -14,7 +14,9 @@ const (
 //
 //   - name, description: text with the english analyzer (full-text search)
 //   - category: keyword (exact filter, terms aggregation)
-//   - price_cents, available: long (range filter, range aggregation)
+//   - price_cents: long (range filter, range aggregation)
+//   - in_stock: boolean (in-stock filter; the count of available units is
+//     the stock model's, see projections.CatalogDoc)
 //   - has_product: boolean (hides SKUs known only from inventory events)
 //   - version, inventory_version, product_seq, inventory_seq: long, not
 //     indexed (returned, never searched)
@@ -36,7 +38,7 @@ func indexDefinition(cfg Config) map[string]any {
 				"description":       map[string]any{"type": "text", "analyzer": "english"},
 				"category":          map[string]any{"type": "keyword"},
 				"price_cents":       map[string]any{"type": "long"},
-				"available":         map[string]any{"type": "long"},
+				"in_stock":          map[string]any{"type": "boolean"},
 				"attributes":        map[string]any{"type": "object", "enabled": false},
 				"version":           stored("long"),
 				"inventory_version": stored("long"),

@@ -87,7 +87,7 @@ func searchBody(q projections.SearchQuery, offset, limit int) map[string]any {
 		filter = append(filter, map[string]any{"range": map[string]any{"price_cents": bounds}})
 	}
 	if q.InStock {
-		filter = append(filter, map[string]any{"range": map[string]any{"available": map[string]any{"gt": 0}}})
+		filter = append(filter, term("in_stock", true))
 	}
 	boolQuery := map[string]any{"filter": filter}
 	sort := []any{map[string]any{"sku": "asc"}}

@@ -1,6 +1,6 @@
 // Package elasticstore keeps the product catalog read model in Elasticsearch
-// 8: one document per SKU with the product's catalog data and its available
-// stock, full-text search over name and description, and category and price
+// 8: one document per SKU with the product's catalog data and whether it is
+// in stock, full-text search over name and description, and category and price
 // aggregations.
 //
 // Every read-model generation is an index of its own, <alias>-g<N>; readers
@@ -36,9 +36,10 @@ import (
 )
 
 var (
-	_ projections.Applier       = (*CatalogStore)(nil)
-	_ projections.CatalogReader = (*CatalogStore)(nil)
-	_ projections.VersionReader = (*CatalogStore)(nil)
+	_ projections.Applier         = (*CatalogStore)(nil)
+	_ projections.CatalogReader   = (*CatalogStore)(nil)
+	_ projections.VersionReader   = (*CatalogStore)(nil)
+	_ projections.StockFlagReader = (*CatalogStore)(nil)
 )
 
 // DefaultAlias is the alias the catalog's readers use.
@@ -447,8 +448,9 @@ func (s *CatalogStore) Product(ctx context.Context, sku string) (projections.Pro
 
 // AppliedVersion implements projections.VersionReader for the product
 // aggregate (the version Product and Search show) and the inventory
-// aggregate (the version of the stock behind Available), reading through the
-// alias in real time; 0 when none is applied.
+// aggregate (the version of the stock event that last flipped the in-stock
+// flag, see projections.CatalogDoc), reading through the alias in real time;
+// 0 when none is applied.
 func (s *CatalogStore) AppliedVersion(ctx context.Context, aggregateType, aggregateID string) (int64, error) {
 	if aggregateType != domain.AggregateProduct && aggregateType != domain.AggregateInventory {
 		return 0, fmt.Errorf("elasticstore: the catalog keeps no versions of aggregate type %q", aggregateType)
@@ -467,6 +469,18 @@ func (s *CatalogStore) AppliedVersion(ctx context.Context, aggregateType, aggreg
 		return d.Version, nil
 	}
 	return 0, nil
+}
+
+// InStock implements projections.StockFlagReader, reading through the
+// alias in real time. A search sees the flag after the next refresh, which a
+// Fresh search forces.
+func (s *CatalogStore) InStock(ctx context.Context, sku string) (bool, error) {
+	docs, err := s.mget(ctx, s.cfg.Alias, []string{sku}, []string{"in_stock"})
+	if err != nil {
+		return false, err
+	}
+	d := docs[sku]
+	return d != nil && d.InStock, nil
 }
 
 // storedDoc is a document as read, with what a conditional write of it

@@ -183,7 +183,7 @@ func lantern(version int64) domain.ProductSnapshot {
 
 // storedLantern is A-100 as stored after product seq 1 (version 1).
 const storedLantern = `{"sku":"A-100","has_product":true,"name":"Lantern","description":"Rechargeable camping light",` +
-	`"category":"outdoor","price_cents":2000,"version":1,"available":0,"inventory_version":0,"product_seq":1,"inventory_seq":0}`
+	`"category":"outdoor","price_cents":2000,"version":1,"in_stock":false,"inventory_version":0,"product_seq":1,"inventory_seq":0}`
 
 // mgetReply answers an _mget with the stored documents it is given (by id)
 // and found:false for the others, as Elasticsearch does.
@@ -253,7 +253,7 @@ func TestEnsureIndexCreatesIndexWithExplicitMapping(t *testing.T) {
 		"settings": {"number_of_shards": 2, "number_of_replicas": 1},
 		"mappings": {
 			"dynamic": "strict",
-			"_meta": {"jetcqrs_catalog_schema": "1"},
+			"_meta": {"jetcqrs_catalog_schema": "2"},
 			"properties": {
 				"sku":               {"type": "keyword"},
 				"has_product":       {"type": "boolean"},
@@ -261,7 +261,7 @@ func TestEnsureIndexCreatesIndexWithExplicitMapping(t *testing.T) {
 				"description":       {"type": "text", "analyzer": "english"},
 				"category":          {"type": "keyword"},
 				"price_cents":       {"type": "long"},
-				"available":         {"type": "long"},
+				"in_stock":          {"type": "boolean"},
 				"attributes":        {"type": "object", "enabled": false},
 				"version":           {"type": "long", "index": false},
 				"inventory_version": {"type": "long", "index": false},
@@ -283,8 +283,8 @@ func TestEnsureIndexAcceptsExistingIndexOfSameSchema(t *testing.T) {
 		name, meta string
 		wantErr    error
 	}{
-		{"same schema", `{"jetcqrs_catalog_schema":"1"}`, nil},
-		{"other schema", `{"jetcqrs_catalog_schema":"0"}`, ErrSchemaMismatch},
+		{"same schema", `{"jetcqrs_catalog_schema":"2"}`, nil},
+		{"other schema", `{"jetcqrs_catalog_schema":"1"}`, ErrSchemaMismatch},
 		{"no schema", `{}`, ErrSchemaMismatch},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -451,9 +451,9 @@ func TestApplyRequests(t *testing.T) {
 		t.Errorf("bulk Content-Type = %q; want application/x-ndjson", got)
 	}
 	wantBody := `{"index":{"_id":"A-100","if_seq_no":4,"if_primary_term":1}}
-{"sku":"A-100","has_product":true,"name":"Trail Lantern","description":"Rechargeable camping light","category":"outdoor","price_cents":2500,"attributes":{"color":"green"},"version":2,"available":4,"inventory_version":3,"product_seq":9,"inventory_seq":12}
+{"sku":"A-100","has_product":true,"name":"Trail Lantern","description":"Rechargeable camping light","category":"outdoor","price_cents":2500,"attributes":{"color":"green"},"version":2,"in_stock":true,"inventory_version":3,"product_seq":9,"inventory_seq":12}
 {"create":{"_id":"B-100"}}
-{"sku":"B-100","has_product":false,"name":"","description":"","category":"","price_cents":0,"version":0,"available":7,"inventory_version":2,"product_seq":0,"inventory_seq":10}
+{"sku":"B-100","has_product":false,"name":"","description":"","category":"","price_cents":0,"version":0,"in_stock":true,"inventory_version":2,"product_seq":0,"inventory_seq":10}
 `
 	if string(bulk.Body) != wantBody {
 		t.Errorf("bulk body\n got %s\nwant %s", bulk.Body, wantBody)
@@ -634,6 +634,25 @@ func TestApplyWritesNothingWhenEverythingIsApplied(t *testing.T) {
 	wantRoutes(t, f, "POST /jetcqrs-catalog-g1/_mget")
 }
 
+// TestApplyWritesNoStockChangeThatFlipsNothing: newer stock events that
+// leave a SKU in stock (or out of it) send no write; the catalog keeps only
+// the flag.
+func TestApplyWritesNoStockChangeThatFlipsNothing(t *testing.T) {
+	t.Parallel()
+	f, client := newFake(t, map[string]reply{
+		"POST /jetcqrs-catalog-g1/_mget": mgetReply(t, "jetcqrs-catalog-g1", map[string]string{
+			"A-100": strings.Replace(storedLantern, `"in_stock":false,"inventory_version":0`, `"in_stock":true,"inventory_version":1`, 1),
+		}),
+	})
+	err := newTestStore(t, client, nil).Apply(t.Context(), []projections.Envelope{
+		stockEnvelope(t, 4, "A-100", 3, 2), stockEnvelope(t, 5, "A-100", 9, 3), stockEnvelope(t, 6, "B-100", 0, 1),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRoutes(t, f, "POST /jetcqrs-catalog-g1/_mget")
+}
+
 func TestApplyPoisonSendsNothing(t *testing.T) {
 	t.Parallel()
 	f, client := newFake(t, nil)
@@ -667,7 +686,7 @@ func TestApplyGuardsEachPartByItsOwnVersion(t *testing.T) {
 	}
 	wantRoutes(t, f, "POST /jetcqrs-catalog-g1/_mget", "POST /jetcqrs-catalog-g1/_bulk")
 	want := `{"index":{"_id":"A-100","if_seq_no":4,"if_primary_term":1}}
-{"sku":"A-100","has_product":true,"name":"Lantern","description":"Rechargeable camping light","category":"outdoor","price_cents":2000,"version":1,"available":3,"inventory_version":1,"product_seq":12,"inventory_seq":8}
+{"sku":"A-100","has_product":true,"name":"Lantern","description":"Rechargeable camping light","category":"outdoor","price_cents":2000,"version":1,"in_stock":true,"inventory_version":1,"product_seq":12,"inventory_seq":8}
 `
 	if got := string(f.requests()[1].Body); got != want {
 		t.Errorf("bulk body\n got %s\nwant %s", got, want)
@@ -709,7 +728,7 @@ func TestProductReadsTheAlias(t *testing.T) {
 		"POST /jetcqrs-catalog/_mget": mgetReply(t, "jetcqrs-catalog-g2", map[string]string{
 			"A-100": storedLantern,
 			"B-100": `{"sku":"B-100","has_product":false,"name":"","description":"","category":"","price_cents":0,"version":0,` +
-				`"available":7,"inventory_version":2,"product_seq":0,"inventory_seq":10}`,
+				`"in_stock":true,"inventory_version":2,"product_seq":0,"inventory_seq":10}`,
 		}),
 	})
 	s := newTestStore(t, client, func(c *Config) { c.Generation = 3 }) // writes g3; reads whatever the alias shows
@@ -761,6 +780,32 @@ func TestAppliedVersion(t *testing.T) {
 	}
 }
 
+// TestInStockReadsTheFlag: the flag comes from a realtime read of the alias
+// that fetches only in_stock; a SKU without a document is not in stock.
+func TestInStockReadsTheFlag(t *testing.T) {
+	t.Parallel()
+	f, client := newFake(t, map[string]reply{
+		"POST /jetcqrs-catalog/_mget": mgetReply(t, "jetcqrs-catalog-g1", map[string]string{
+			"A-100": `{"in_stock":true}`,
+			"B-100": `{"in_stock":false}`,
+		}),
+	})
+	s := newTestStore(t, client, nil)
+	for sku, want := range map[string]bool{"A-100": true, "B-100": false, "C-100": false} {
+		if got, err := s.InStock(t.Context(), sku); err != nil || got != want {
+			t.Errorf("InStock(%s) = %t, %v; want %t", sku, got, err, want)
+		}
+	}
+	for _, r := range f.requests() {
+		if got := r.Query.Get("_source_includes"); got != "in_stock" {
+			t.Errorf("_source_includes = %q; want in_stock", got)
+		}
+		if got := r.Query.Get("realtime"); got == "false" {
+			t.Errorf("realtime = %q; want a realtime read", got)
+		}
+	}
+}
+
 func TestSearchRequestBody(t *testing.T) {
 	t.Parallel()
 	cents := func(v int64) *int64 { return &v }
@@ -789,7 +834,7 @@ func TestSearchRequestBody(t *testing.T) {
 						{"term": {"has_product": true}},
 						{"term": {"category": "outdoor"}},
 						{"range": {"price_cents": {"gte": 1000, "lte": 4999}}},
-						{"range": {"available": {"gt": 0}}}
+						{"term": {"in_stock": true}}
 					]
 				}},
 				"from": 10, "size": 5,
@@ -851,11 +896,11 @@ func TestSearchParsesResponse(t *testing.T) {
 			"hits": [
 				{"_index": "jetcqrs-catalog-g1", "_id": "A-100", "_score": 1.89,
 				 "_source": {"sku":"A-100","has_product":true,"name":"Trail Lantern","description":"Rechargeable camping light","category":"outdoor",
-				             "price_cents":2500,"attributes":{"color":"green"},"version":2,"available":4,"inventory_version":3,"product_seq":9,"inventory_seq":12},
+				             "price_cents":2500,"attributes":{"color":"green"},"version":2,"in_stock":true,"inventory_version":3,"product_seq":9,"inventory_seq":12},
 				 "sort": [1.89, "A-100"]},
 				{"_index": "jetcqrs-catalog-g1", "_id": "B-200", "_score": 0.74,
 				 "_source": {"sku":"B-200","has_product":true,"name":"Cookbook","description":"Recipes for camping","category":"books",
-				             "price_cents":1000,"version":1,"available":0,"inventory_version":0,"product_seq":4,"inventory_seq":0},
+				             "price_cents":1000,"version":1,"in_stock":false,"inventory_version":0,"product_seq":4,"inventory_seq":0},
 				 "sort": [0.74, "B-200"]}
 			]
 		},
@@ -880,7 +925,7 @@ func TestSearchParsesResponse(t *testing.T) {
 		Total: 3,
 		Hits: []projections.ProductView{
 			{SKU: "A-100", Name: "Trail Lantern", Description: "Rechargeable camping light", Category: "outdoor", PriceCents: 2500,
-				Attributes: map[string]string{"color": "green"}, Available: 4, Version: 2},
+				Attributes: map[string]string{"color": "green"}, InStock: true, Version: 2},
 			{SKU: "B-200", Name: "Cookbook", Description: "Recipes for camping", Category: "books", PriceCents: 1000, Version: 1},
 		},
 		Facets: projections.Facets{

@@ -31,11 +31,13 @@ type (
 	InventoryStore interface {
 		projections.InventoryReader
 		projections.VersionReader
+		projections.StockLevelReader
 	}
 	// CatalogStore is what the catalog model's store serves.
 	CatalogStore interface {
 		projections.CatalogReader
 		projections.VersionReader
+		projections.StockFlagReader
 	}
 	// SalesStore is what the sales model's store serves.
 	SalesStore = projections.SalesReader
@@ -119,10 +121,13 @@ func (l *Models) Readers() queryapi.Readers {
 	orders, inventory, catalog := Orders{l}, Inventory{l}, Catalog{l}
 	return queryapi.Readers{
 		Orders: orders, Inventory: inventory, Catalog: catalog, Sales: Sales{l},
+		Stock: inventory, CatalogStock: catalog,
 		Versions: map[string]map[string]projections.VersionReader{
 			queryapi.ModelOrders:    {domain.AggregateOrder: orders},
 			queryapi.ModelInventory: {domain.AggregateInventory: inventory},
-			queryapi.ModelCatalog:   {domain.AggregateProduct: catalog, domain.AggregateInventory: catalog},
+			// An inventory token on a catalog read waits on the stock model
+			// and the catalog's in-stock flag (queryapi.awaitCatalogToken).
+			queryapi.ModelCatalog: {domain.AggregateProduct: catalog},
 			// A report sums many orders: no token says it is up to date, so the
 			// sales endpoint refuses every token (API.md).
 			queryapi.ModelSales: {},
@@ -207,6 +212,14 @@ func (i Inventory) AppliedVersion(ctx context.Context, aggregateType, aggregateI
 	return s.AppliedVersion(ctx, aggregateType, aggregateID)
 }
 
+func (i Inventory) Levels(ctx context.Context, skus []string) ([]int64, error) {
+	s, err := load(&i.l.inventory, queryapi.ModelInventory)
+	if err != nil {
+		return nil, err
+	}
+	return s.Levels(ctx, skus)
+}
+
 // Catalog returns the reader of the live catalog generation.
 func (l *Models) Catalog() Catalog { return Catalog{l} }
 
@@ -232,6 +245,14 @@ func (c Catalog) AppliedVersion(ctx context.Context, aggregateType, aggregateID 
 		return 0, err
 	}
 	return s.AppliedVersion(ctx, aggregateType, aggregateID)
+}
+
+func (c Catalog) InStock(ctx context.Context, sku string) (bool, error) {
+	s, err := load(&c.l.catalog, queryapi.ModelCatalog)
+	if err != nil {
+		return false, err
+	}
+	return s.InStock(ctx, sku)
 }
 
 // Sales returns the reader of the live sales generation.

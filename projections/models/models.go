@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -61,6 +62,8 @@ type Config struct {
 	ElasticsearchURL string
 	DataDir          string
 	SearchCache      *blevestore.SearchCacheMetrics
+	// Logger, when set, hears of an embedded index replaced for its schema.
+	Logger *slog.Logger
 }
 
 // Opener opens generations of the read models in the stores of its Config.
@@ -100,7 +103,7 @@ func (o *Opener) Open(ctx context.Context, name string, gen int, fresh bool) (li
 		if o.cfg.ElasticsearchURL != "" {
 			return o.openElasticCatalog(ctx, rm, gen, fresh)
 		}
-		return o.openEmbeddedCatalog(rm, g, fresh)
+		return o.openEmbeddedCatalog(ctx, rm, g, fresh)
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrNoSuchModel, name)
 	}
@@ -125,22 +128,34 @@ func (o *Opener) Open(ctx context.Context, name string, gen int, fresh bool) (li
 	return rm, nil
 }
 
-func (o *Opener) openEmbeddedCatalog(rm *model, g string, fresh bool) (lifecycle.Model, error) {
+func (o *Opener) openEmbeddedCatalog(ctx context.Context, rm *model, g string, fresh bool) (lifecycle.Model, error) {
 	dir := filepath.Join(o.cfg.DataDir, "catalog", g)
 	if fresh {
 		if err := os.RemoveAll(dir); err != nil {
 			return nil, fmt.Errorf("catalog index: %w", err)
 		}
 	}
-	s, err := blevestore.Open(dir, blevestore.WithSearchCache(blevestore.DefaultSearchCacheEntries, o.cfg.SearchCache))
+	// An index of another schema (an older build's) is replaced by an empty,
+	// unmarked one, which the lifecycle rebuilds from the stream into the
+	// next generation.
+	s, replaced, err := blevestore.OpenOrReplace(dir, blevestore.WithSearchCache(blevestore.DefaultSearchCacheEntries, o.cfg.SearchCache))
 	if err != nil {
 		return nil, fmt.Errorf("catalog index: %w", err)
+	}
+	if replaced && o.cfg.Logger != nil {
+		o.cfg.Logger.Warn("catalog index was built with another schema; replaced it, rebuilding from the stream", "dir", dir)
 	}
 	var once sync.Once
 	rm.store = s
 	rm.close = func() { once.Do(func() { _ = s.Close() }) }
 	rm.drop = func(context.Context) error { rm.close(); return os.RemoveAll(dir) }
-	return rm, nil
+	if fresh {
+		if err := s.Mark(ctx); err != nil {
+			rm.close()
+			return nil, fmt.Errorf("catalog index: %w", err)
+		}
+	}
+	return markedModel{rm, s}, nil
 }
 
 func (o *Opener) openElasticCatalog(ctx context.Context, rm *model, gen int, fresh bool) (lifecycle.Model, error) {

@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -21,9 +22,10 @@ type InventoryStore struct {
 }
 
 var (
-	_ projections.Applier         = (*InventoryStore)(nil)
-	_ projections.InventoryReader = (*InventoryStore)(nil)
-	_ projections.VersionReader   = (*InventoryStore)(nil)
+	_ projections.Applier          = (*InventoryStore)(nil)
+	_ projections.InventoryReader  = (*InventoryStore)(nil)
+	_ projections.VersionReader    = (*InventoryStore)(nil)
+	_ projections.StockLevelReader = (*InventoryStore)(nil)
 )
 
 // NewInventoryStore returns the stock model stored under prefix, which names
@@ -98,6 +100,44 @@ func (s *InventoryStore) Inventory(ctx context.Context, sku string) (projections
 		nums[i] = n
 	}
 	return projections.InventoryView{SKU: sku, OnHand: nums[0], Reserved: nums[1], Available: nums[2], Version: nums[3]}, nil
+}
+
+// Levels implements projections.StockLevelReader: one HGET per SKU, in one
+// pipeline (a single SKU's without one, which costs more than the command).
+func (s *InventoryStore) Levels(ctx context.Context, skus []string) ([]int64, error) {
+	levels := make([]int64, len(skus))
+	switch len(skus) {
+	case 0:
+		return levels, nil
+	case 1:
+		n, err := s.client.HGet(ctx, s.inventoryKey(skus[0]), "available").Int64()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("redisstore: stock level %s: %w", skus[0], err)
+		}
+		levels[0] = n
+		return levels, nil
+	}
+	cmds := make([]*redis.StringCmd, len(skus))
+	_, err := s.client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, sku := range skus {
+			cmds[i] = pipe.HGet(ctx, s.inventoryKey(sku), "available")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("redisstore: stock levels: %w", err)
+	}
+	for i, cmd := range cmds {
+		n, err := cmd.Int64()
+		switch {
+		case errors.Is(err, redis.Nil):
+		case err != nil:
+			return nil, fmt.Errorf("redisstore: stock level %s: %w", skus[i], err)
+		default:
+			levels[i] = n
+		}
+	}
+	return levels, nil
 }
 
 // AppliedVersion returns the inventory version the model shows for the sku
