@@ -23,6 +23,19 @@ func (m *Main) openModels(ctx context.Context) error {
 		}
 		specs = append(specs, s)
 	}
+	return m.manageModels(ctx, specs, m.comp.Projector)
+}
+
+// manageModels opens specs at their live generations under a lifecycle
+// manager (m.models) that switches m.live's readers; with project, this
+// process also applies the stream to them and announces what it applied.
+func (m *Main) manageModels(ctx context.Context, specs []lifecycle.Spec, project bool) error {
+	rcfg := projections.Config{Partitions: m.cfg.Partitions, Logger: m.logger, Registry: m.registry}
+	if project {
+		rcfg.OnApplied = func(_ string, events []projections.Envelope) {
+			_ = jnats.PublishApplied(m.nc, projections.Aggregates(events))
+		}
+	}
 	host, _ := os.Hostname()
 	lc, err := lifecycle.New(lifecycle.Config{
 		Models: specs,
@@ -31,18 +44,11 @@ func (m *Main) openModels(ctx context.Context) error {
 		WrapStore: m.tracing.Applier,
 		Record:    m.record,
 		JS:        m.js,
-		Runtime: projections.Config{
-			Partitions: m.cfg.Partitions,
-			Logger:     m.logger,
-			Registry:   m.registry,
-			OnApplied: func(_ string, events []projections.Envelope) {
-				_ = jnats.PublishApplied(m.nc, projections.Aggregates(events))
-			},
-		},
-		Project:  m.comp.Projector,
-		Owner:    host + "/" + strconv.Itoa(os.Getpid()) + "/" + rand.Text()[:8],
-		OnSwitch: m.live.Switch,
-		Logger:   m.logger,
+		Runtime:   rcfg,
+		Project:   project,
+		Owner:     host + "/" + strconv.Itoa(os.Getpid()) + "/" + rand.Text()[:8],
+		OnSwitch:  m.live.Switch,
+		Logger:    m.logger,
 	})
 	if err != nil {
 		return err

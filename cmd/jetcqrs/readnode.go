@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"os"
 	"path/filepath"
-	"strconv"
 
 	"github.com/go-chi/chi/v5"
 
@@ -123,19 +120,5 @@ func (m *Main) openSharedForReadNode(ctx context.Context, specs []lifecycle.Spec
 		return err
 	}
 	m.live = live.New()
-	host, _ := os.Hostname()
-	lc, err := lifecycle.New(lifecycle.Config{
-		Models: specs, Record: m.record, JS: m.js, WrapStore: m.tracing.Applier,
-		Open: models.NewOpener(models.Config{Redis: m.redis, RedisPrefix: m.cfg.RedisPrefix, ClickHouse: m.ch,
-			DataDir: m.cfg.DataDir, SearchCache: m.searchCache}).Open,
-		Runtime:  projections.Config{Partitions: m.cfg.Partitions, Logger: m.logger, Registry: m.registry},
-		Owner:    host + "/" + strconv.Itoa(os.Getpid()) + "/" + rand.Text()[:8],
-		OnSwitch: m.live.Switch,
-		Logger:   m.logger,
-	})
-	if err != nil {
-		return err
-	}
-	m.models = lc
-	return lc.Open(ctx)
+	return m.manageModels(ctx, specs, false)
 }
