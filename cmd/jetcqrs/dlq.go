@@ -5,13 +5,10 @@ import (
 	"fmt"
 	"strconv"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/jetcqrs/jetcqrs/adminapi"
-	"github.com/jetcqrs/jetcqrs/auth"
-	"github.com/jetcqrs/jetcqrs/domain"
 )
 
 func dlqCmd(cfg *Config) *cobra.Command {
@@ -28,15 +25,7 @@ func dlqCmd(cfg *Config) *cobra.Command {
 		if base == "" {
 			base = "http://" + cfg.HTTPAddr
 		}
-		secret, err := cfg.Secret()
-		if err != nil {
-			return nil, err
-		}
-		tokens, err := auth.New(secret)
-		if err != nil {
-			return nil, err
-		}
-		tok, err := tokens.Issue("jetcqrs-cli", domain.RoleAdmin, 5*time.Minute)
+		tok, err := adminToken(cfg)
 		if err != nil {
 			return nil, err
 		}

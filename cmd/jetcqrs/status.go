@@ -26,19 +26,25 @@ func opsClient(cfg *Config, server, metrics string, relays []string) (*opsstatus
 	if metrics == "" && cfg.MetricsAddr != "" {
 		metrics = "http://" + cfg.MetricsAddr + "/metrics"
 	}
-	secret, err := cfg.Secret()
-	if err != nil {
-		return nil, err
-	}
-	tokens, err := auth.New(secret)
-	if err != nil {
-		return nil, err
-	}
-	tok, err := tokens.Issue("jetcqrs-cli", domain.RoleAdmin, 5*time.Minute)
+	tok, err := adminToken(cfg)
 	if err != nil {
 		return nil, err
 	}
 	return &opsstatus.Client{Server: strings.TrimRight(server, "/"), Metrics: metrics, Relays: relays, Token: tok}, nil
+}
+
+// adminToken is a short-lived admin token signed with the deployment's
+// secret, for the operator's commands.
+func adminToken(cfg *Config) (string, error) {
+	secret, err := cfg.Secret()
+	if err != nil {
+		return "", err
+	}
+	tokens, err := auth.New(secret)
+	if err != nil {
+		return "", err
+	}
+	return tokens.Issue("jetcqrs-cli", domain.RoleAdmin, 5*time.Minute)
 }
 
 func statusCmd(cfg *Config) *cobra.Command {
