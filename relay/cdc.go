@@ -514,41 +514,13 @@ func (r *Relay) publishCommitted(stop, hard context.Context, q *commitQueue, hel
 		if f.acked > before {
 			bo.Reset()
 		}
-		unacked := f.unacked()
-		if errors.Is(err, ErrEventRejected) {
-			if len(unacked) == 0 {
-				return permanent(err)
+		if err := r.afterPublishFailure(stop, hard, bo, err, f.unacked(), func(n int) error {
+			for range n {
+				f.ack()
 			}
-			return permanent(fmt.Errorf("relay: event %s (seq %d, %s %s v%d): %w", unacked[0].ID, unacked[0].Seq,
-				unacked[0].AggregateType, unacked[0].AggregateID, unacked[0].AggregateVersion, err))
-		}
-		// Until the stream says what it stored, nothing is sent.
-		for {
-			if stop.Err() != nil {
-				return err
-			}
-			delay := bo.NextBackOff()
-			r.log.Warn("relay: publish failed; retrying the unacknowledged events", "err", err,
-				"unacked", len(unacked), "retry_in", delay)
-			if !sleep(stop, delay) {
-				return err
-			}
-			stored, lerr := r.learnStored(hard, unacked)
-			if isPermanent(lerr) || errors.Is(lerr, errResync) {
-				return lerr
-			}
-			if lerr != nil {
-				err = lerr
-				continue
-			}
-			if stored > 0 {
-				r.log.Info("relay: the stream stored events whose acknowledgement was lost", "events", stored)
-				for range stored {
-					f.ack()
-				}
-				bo.Reset()
-			}
-			break
+			return nil
+		}); err != nil {
+			return err
 		}
 	}
 }

@@ -543,39 +543,55 @@ func (r *Relay) publishAll(stop, hard context.Context, events []Event, acked fun
 		if err == nil {
 			err = fmt.Errorf("relay: Publisher acknowledged %d events and returned no error", n)
 		}
-		if errors.Is(err, ErrEventRejected) {
-			return permanent(fmt.Errorf("relay: event %s (seq %d, %s %s v%d): %w", events[0].ID, events[0].Seq,
-				events[0].AggregateType, events[0].AggregateID, events[0].AggregateVersion, err))
-		}
-		// Until the stream says what it stored, nothing is sent.
-		for {
-			if stop.Err() != nil {
-				return err
-			}
-			delay := bo.NextBackOff()
-			r.log.Warn("relay: publish failed; retrying the unacknowledged events", "err", err,
-				"unacked", len(events), "retry_in", delay)
-			if !sleep(stop, delay) {
-				return err
-			}
-			stored, lerr := r.learnStored(hard, events)
-			if isPermanent(lerr) || errors.Is(lerr, errResync) {
-				return lerr
-			}
-			if lerr != nil {
-				err = lerr
-				continue
-			}
-			if stored > 0 {
-				r.log.Info("relay: the stream stored events whose acknowledgement was lost", "events", stored)
-				if aerr := take(stored); aerr != nil {
-					return aerr
-				}
-			}
-			break
+		if err := r.afterPublishFailure(stop, hard, bo, err, events, take); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// afterPublishFailure handles a publish that failed with err, leaving
+// unacked without acknowledgement: an event the stream can never store
+// stops the relay; otherwise it waits (backing off) until the stream says
+// which of unacked it stored after all, hands their number to take, and
+// returns nil to publish the rest. Until then nothing is sent. It returns
+// err once stop ends, and what learning the stream's contents cannot
+// recover from.
+func (r *Relay) afterPublishFailure(stop, hard context.Context, bo backoff.BackOff, err error, unacked []Event, take func(int) error) error {
+	if errors.Is(err, ErrEventRejected) {
+		if len(unacked) == 0 {
+			return permanent(err)
+		}
+		return permanent(fmt.Errorf("relay: event %s (seq %d, %s %s v%d): %w", unacked[0].ID, unacked[0].Seq,
+			unacked[0].AggregateType, unacked[0].AggregateID, unacked[0].AggregateVersion, err))
+	}
+	for {
+		if stop.Err() != nil {
+			return err
+		}
+		delay := bo.NextBackOff()
+		r.log.Warn("relay: publish failed; retrying the unacknowledged events", "err", err,
+			"unacked", len(unacked), "retry_in", delay)
+		if !sleep(stop, delay) {
+			return err
+		}
+		stored, lerr := r.learnStored(hard, unacked)
+		if isPermanent(lerr) || errors.Is(lerr, errResync) {
+			return lerr
+		}
+		if lerr != nil {
+			err = lerr
+			continue
+		}
+		if stored > 0 {
+			r.log.Info("relay: the stream stored events whose acknowledgement was lost", "events", stored)
+			if aerr := take(stored); aerr != nil {
+				return aerr
+			}
+			bo.Reset()
+		}
+		return nil
+	}
 }
 
 // term is one period of leadership.
