@@ -167,20 +167,14 @@ func (c *Cluster) Provision(js jetstream.JetStream, partitions int) jnats.Stream
 	if _, err := jnats.EnsureDeadLetterStream(ctx, js, jnats.DeadLetterConfig{Replicas: Size}); err != nil {
 		c.t.Fatalf("natstest: provision DLQ: %v", err)
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      lifecycle.Bucket,
-		Description: "generations and rebuild leases of jetcqrs read models",
-		History:     8,
-		Storage:     jetstream.FileStorage,
-		Replicas:    Size,
-	}); err != nil {
+	if _, err := lifecycle.EnsureKVRecord(ctx, js, Size); err != nil {
 		c.t.Fatalf("natstest: provision bucket %s: %v", lifecycle.Bucket, err)
 	}
 	return cfg
 }
 
-// StreamLeader returns the index of the node leading stream, waiting up to
-// 30s for one to be elected.
+// StreamLeader returns the index of the node leading stream (a key-value
+// bucket's is "KV_<bucket>"), waiting up to 30s for one to be elected.
 func (c *Cluster) StreamLeader(stream string) int {
 	c.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
