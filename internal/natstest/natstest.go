@@ -37,10 +37,26 @@ type Cluster struct {
 	srvs []*natsserver.Server
 }
 
+// HubDomain is the JetStream domain of a cluster started by StartHub: a
+// leaf node's streams reach its API as $JS.hub.API.
+const HubDomain = "hub"
+
 // Start starts the cluster and waits until JetStream has a meta leader.
 func Start(t testing.TB) *Cluster {
 	t.Helper()
-	clientPorts, routePorts := freePorts(t, Size), freePorts(t, Size)
+	return start(t, false)
+}
+
+// StartHub starts the cluster in JetStream domain HubDomain, accepting
+// leaf node connections (StartLeaf).
+func StartHub(t testing.TB) *Cluster {
+	t.Helper()
+	return start(t, true)
+}
+
+func start(t testing.TB, hub bool) *Cluster {
+	t.Helper()
+	clientPorts, routePorts, leafPorts := freePorts(t, Size), freePorts(t, Size), freePorts(t, Size)
 	routes := make([]string, Size)
 	for i, p := range routePorts {
 		routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", p)
@@ -63,6 +79,12 @@ func Start(t testing.TB) *Cluster {
 				Port: routePorts[i],
 			},
 			Routes: natsserver.RoutesFromStr(strings.Join(routes, ",")),
+		}
+		if hub {
+			c.opts[i].JetStreamDomain = HubDomain
+			// Not advertised: a leaf reaches the hub through the address it
+			// was given only, so a test can cut that link.
+			c.opts[i].LeafNode = natsserver.LeafNodeOpts{Host: "127.0.0.1", Port: leafPorts[i], NoAdvertise: true}
 		}
 	}
 	t.Cleanup(c.shutdown)
