@@ -44,10 +44,12 @@ func TestReplicasOnACluster(t *testing.T) {
 	if _, err := nats.EnsureDeadLetterStream(ctx, js, nats.DeadLetterConfig{Replicas: 1}); err != nil {
 		t.Fatal(err)
 	}
-	// With a node down the server still takes the raise: the missing
-	// replica catches up when its node returns.
-	down := (c.StreamLeader(nats.DefaultStreamName) + 1) % natstest.Size
+	// With a node down (not the one holding DLQ's single replica) the
+	// server still takes the raise: the missing replica catches up when its
+	// node returns.
+	down := (c.StreamLeader(nats.DefaultDeadLetterStreamName) + 1) % natstest.Size
 	c.Kill(down)
+	c.WaitMetaLeader()
 	if had, err := nats.RaiseReplicas(ctx, js, nats.DefaultDeadLetterStreamName, 3); had != 1 || err != nil {
 		t.Fatalf("RaiseReplicas with node %d down = %d, %v; want 1, nil", down+1, had, err)
 	}

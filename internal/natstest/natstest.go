@@ -91,7 +91,7 @@ func start(t testing.TB, hub bool) *Cluster {
 	for i := range Size {
 		c.start(i)
 	}
-	c.waitMetaLeader()
+	c.WaitMetaLeader()
 	return c
 }
 
@@ -123,7 +123,10 @@ func (c *Cluster) shutdown() {
 	}
 }
 
-func (c *Cluster) waitMetaLeader() {
+// WaitMetaLeader waits up to 30s until a running node leads JetStream's
+// meta group, which answers stream lookups and changes: after Kill of the
+// meta leader, its successor takes a few seconds.
+func (c *Cluster) WaitMetaLeader() {
 	c.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
