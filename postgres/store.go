@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
@@ -161,6 +162,28 @@ func (s *Store) PruneIdempotencyKeys(ctx context.Context, maxAge time.Duration) 
 		return 0, fmt.Errorf("prune idempotency keys: %w", err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+// PruneIdempotencyKeysEvery prunes keys older than maxAge every interval
+// until ctx ends, then returns nil. A prune that fails is logged and tried
+// again at the next tick: a key kept longer only answers a retry longer.
+func (s *Store) PruneIdempotencyKeysEvery(ctx context.Context, every, maxAge time.Duration, logger *slog.Logger) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			n, err := s.PruneIdempotencyKeys(ctx, maxAge)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				logger.Warn("prune idempotency keys", "err", err)
+			case n > 0:
+				logger.Info("pruned idempotency keys", "count", n)
+			}
+		}
+	}
 }
 
 // retryable reports transient conflicts worth one more attempt.

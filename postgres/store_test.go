@@ -643,6 +643,48 @@ func TestPruneIdempotencyKeys(t *testing.T) {
 	}
 }
 
+// TestPruneIdempotencyKeysEvery: the pruning loop deletes keys as they age
+// past maxAge, keeps the young ones, and returns nil when its context ends.
+func TestPruneIdempotencyKeysEvery(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.stocked(t, 10, "pe-1")
+	ctx := t.Context()
+	for i := range 3 {
+		if _, err := f.store.AdjustInventory(ctx, keyed(admin, fmt.Sprint("every-", i), "x"), "pe-1", 1, "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- f.store.PruneIdempotencyKeysEvery(runCtx, 20*time.Millisecond, time.Hour, slog.New(slog.DiscardHandler))
+	}()
+	// Keys age while the loop runs: it prunes them at its next tick.
+	if _, err := f.pool.Exec(ctx, `UPDATE idempotency_keys SET created_at = now() - interval '2 hours' WHERE key IN ('every-0', 'every-2')`); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for f.count(t, `SELECT count(*) FROM idempotency_keys`) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d keys left after 10 s, want 1", f.count(t, `SELECT count(*) FROM idempotency_keys`))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := f.count(t, `SELECT count(*) FROM idempotency_keys WHERE key = 'every-1'`); n != 1 {
+		t.Fatal("the young key was pruned")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("PruneIdempotencyKeysEvery = %v after its context ended, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("PruneIdempotencyKeysEvery did not return after its context ended")
+	}
+}
+
 // TestStoreConcurrentConflicts races commands that only one may win.
 func TestStoreConcurrentConflicts(t *testing.T) {
 	t.Parallel()

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"time"
 )
 
@@ -257,4 +258,16 @@ type SalesReader interface {
 // aggregate, for read-your-writes waits; 0 when it has none.
 type VersionReader interface {
 	AppliedVersion(ctx context.Context, aggregateType, aggregateID string) (int64, error)
+}
+
+// Aggregates yields the aggregate type and id of each event, in order: what
+// an applied notice names (nats.PublishApplied).
+func Aggregates(events []Envelope) iter.Seq2[string, string] {
+	return func(yield func(string, string) bool) {
+		for _, e := range events {
+			if !yield(e.AggregateType, e.AggregateID) {
+				return
+			}
+		}
+	}
 }

@@ -1,10 +1,12 @@
 package projections
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -328,6 +330,26 @@ type worker struct {
 	partition int
 	log       *slog.Logger
 	consumer  jetstream.Consumer
+	stream    jetstream.Stream // looked up on the first gap check
+	order     order
+}
+
+// order is what a worker knows of its partition's applied prefix: the
+// server redelivers an event once its own ack wait or nak delay is over, so
+// the events a stopped or killed projector held come back in any order, and
+// a later event of the partition can arrive before an earlier one that
+// waits out its ack wait. See admit.
+type order struct {
+	// known: every event of the partition up to last is applied or
+	// dead-lettered (and acknowledged, or in this worker's hands in order).
+	known bool
+	last  uint64 // stream sequence
+	// When the event at last came with its first delivery, dseq is that
+	// delivery's consumer sequence: a first delivery with the next consumer
+	// sequence is the partition's next event (the server delivers new events
+	// in stream order, and nobody else got a delivery in between).
+	fresh bool
+	dseq  uint64
 }
 
 type delivered struct {
@@ -353,10 +375,13 @@ func (w *worker) run(ctx context.Context) error {
 				continue
 			}
 			w.consumer, created = c, true
+			w.order = order{} // a re-created consumer counts its deliveries anew
 		}
 		if err := w.fetch(ctx); err != nil && ctx.Err() == nil {
 			if errors.Is(err, jetstream.ErrPinIDMismatch) || errors.Is(err, jetstream.ErrNoHeartbeat) {
-				// Another process holds this partition; stand by.
+				// Another process holds this partition; stand by. What it
+				// applies meanwhile is learnt from the consumer's ack floor.
+				w.order = order{}
 				sleep(ctx, w.rt.cfg.PinnedTTL/5)
 				continue
 			}
@@ -419,11 +444,146 @@ func (w *worker) fetch(ctx context.Context) error {
 			}
 		}
 		linger.Stop()
-		// The batch in hand is finished even when ctx ends: drain, not drop.
-		if err := w.process(context.WithoutCancel(ctx), ctx, chunk); err != nil {
+		admitted, then, err := w.admit(ctx, chunk)
+		if err != nil {
 			return err
 		}
+		if len(admitted) == 0 {
+			continue
+		}
+		// The batch in hand is finished even when ctx ends: drain, not drop.
+		if err := w.process(context.WithoutCancel(ctx), ctx, admitted); err != nil {
+			w.order = order{}
+			return err
+		}
+		w.order = then
 	}
+}
+
+// admit returns the events of msgs the partition's order allows to apply
+// now, in stream order, and the order once they are applied: each must be
+// the partition's next event after the last one applied. An event after a
+// gap (an earlier event of the partition not yet applied: held by a
+// projector that stops, waiting out the ack wait of one that died, or given
+// back with a nak delay) is given back with those after it, to come again
+// once the gap is filled. Events applied already (a redelivery that crossed
+// its ack) are acknowledged and dropped; second copies are dropped.
+func (w *worker) admit(ctx context.Context, msgs []jetstream.Msg) ([]jetstream.Msg, order, error) {
+	type item struct {
+		msg jetstream.Msg
+		md  *jetstream.MsgMetadata
+	}
+	items := make([]item, 0, len(msgs))
+	for _, m := range msgs {
+		md, err := m.Metadata()
+		if err != nil {
+			return nil, w.order, fmt.Errorf("message metadata: %w", err)
+		}
+		items = append(items, item{m, md})
+	}
+	slices.SortStableFunc(items, func(a, b item) int { return cmp.Compare(a.md.Sequence.Stream, b.md.Sequence.Stream) })
+	giveBack := func(rest []item) {
+		for _, it := range rest {
+			_ = it.msg.NakWithDelay(giveBackDelay)
+		}
+	}
+	out := make([]jetstream.Msg, 0, len(items))
+	o := w.order
+	for i, it := range items {
+		seq := it.md.Sequence.Stream
+		if i > 0 && seq == items[i-1].md.Sequence.Stream {
+			continue // a second copy: the first one's ack covers the sequence
+		}
+		place, err := w.follows(ctx, &o, it.md, len(out) == 0)
+		if err != nil {
+			giveBack(items[i:])
+			return out, o, err
+		}
+		switch place {
+		case isApplied:
+			_ = it.msg.Ack()
+		case isAfterGap:
+			w.log.Info("an event arrived before an earlier one of its partition; giving it back until that one is applied",
+				"seq", seq, "after", o.last, "events", len(items)-i)
+			giveBack(items[i:])
+			return out, o, nil
+		case isNext:
+			out = append(out, it.msg)
+			o = order{known: true, last: seq, fresh: it.md.NumDelivered == 1, dseq: it.md.Sequence.Consumer}
+		}
+	}
+	return out, o, nil
+}
+
+type placement int
+
+const (
+	isNext placement = iota
+	isApplied
+	isAfterGap
+)
+
+// follows tells whether the event md describes is the partition's next one
+// after o, was applied already, or comes after a gap. It asks the server
+// only when the consumer sequences do not tell: for the first event a worker
+// sees, and after every redelivery. With rebase, a gap after what the worker
+// remembers is checked against the consumer's ack floor, which knows what
+// another process applied meanwhile.
+func (w *worker) follows(ctx context.Context, o *order, md *jetstream.MsgMetadata, rebase bool) (placement, error) {
+	seq := md.Sequence.Stream
+	if o.known && seq <= o.last {
+		return isApplied, nil
+	}
+	if o.known && o.fresh && md.NumDelivered == 1 && md.Sequence.Consumer == o.dseq+1 {
+		return isNext, nil
+	}
+	for fromServer := !o.known; ; fromServer = true {
+		if fromServer {
+			// Everything up to the consumer's ack floor is acknowledged.
+			info, err := w.consumer.Info(ctx)
+			if err != nil {
+				return isAfterGap, fmt.Errorf("consumer info: %w", err)
+			}
+			*o = order{known: true, last: info.AckFloor.Stream}
+			if seq <= o.last {
+				return isApplied, nil
+			}
+		}
+		after, err := w.nextAfter(ctx, o.last)
+		if err != nil {
+			return isAfterGap, err
+		}
+		if seq <= after {
+			return isNext, nil
+		}
+		if fromServer || !rebase {
+			return isAfterGap, nil
+		}
+	}
+}
+
+// nextAfter is the stream sequence of the partition's first event after
+// seq (on any of the consumer's subjects), or MaxUint64 when there is none.
+func (w *worker) nextAfter(ctx context.Context, seq uint64) (uint64, error) {
+	if w.stream == nil {
+		s, err := w.rt.js.Stream(ctx, w.rt.cfg.Stream)
+		if err != nil {
+			return 0, fmt.Errorf("stream: %w", err)
+		}
+		w.stream = s
+	}
+	after := uint64(math.MaxUint64)
+	for _, subject := range w.p.filters(w.partition) {
+		m, err := w.stream.GetMsg(ctx, seq+1, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("next event of %s after %d: %w", subject, seq, err)
+		}
+		after = min(after, m.Sequence)
+	}
+	return after, nil
 }
 
 // process decodes, applies and acknowledges one chunk. Poison events go to

@@ -555,8 +555,8 @@ func TestRuntimeOutwaitsAnOutageAcrossRestarts(t *testing.T) {
 // TestRuntimeNeverDeadLettersAStoreFailure: an event whose every batch fails
 // with a store error (its key's shard is down, say), delivered again by each
 // projector that takes the partition after the previous one stopped holding
-// it, waits: the event before it is applied on its own, it and those behind
-// it are applied once the store takes it, and nothing is dead-lettered.
+// it, waits: the events before it are applied, it and those behind it are
+// applied once the store takes it, and nothing is dead-lettered.
 func TestRuntimeNeverDeadLettersAStoreFailure(t *testing.T) {
 	t.Parallel()
 	js := testenv.NATS(t, 1)
@@ -569,8 +569,12 @@ func TestRuntimeNeverDeadLettersAStoreFailure(t *testing.T) {
 	startRuntime(t, js.JS, cfg, store)
 	before := store.failures.Load()
 	waitFor(t, "seq 3 to fail on its own a few times", 10*time.Second, func() bool { return store.failures.Load() > before+5 })
-	if got := store.count(); got != 1 { // the stream's seq 2, before it
-		t.Fatalf("applied %d events with seq 3 failing, want the one before it", got)
+	store.mu.Lock()
+	applied := fmt.Sprint(store.applied)
+	store.mu.Unlock()
+	// The stream's seqs 1 and 2, before it, and nothing after it.
+	if want := "map[order-000:[1] order-001:[2]]"; applied != want {
+		t.Fatalf("applied %s with seq 3 failing, want %s", applied, want)
 	}
 	store.seq.Store(0)
 	waitFor(t, "all 6 applied", 10*time.Second, func() bool { return store.count() == 6 })
@@ -627,4 +631,92 @@ func TestRuntimeStartsBeforeItsConsumersCanBeCreated(t *testing.T) {
 	publish(t, js, 20, 4)
 	waitFor(t, "every event applied", 20*time.Second, func() bool { return store.count() >= 20 })
 	assertInOrder(t, store)
+}
+
+// sequenceStore records the stream sequences it applies, in order, across
+// every aggregate of the partition.
+type sequenceStore struct {
+	mu   sync.Mutex
+	seqs []uint64
+}
+
+func (s *sequenceStore) Apply(_ context.Context, events []projections.Envelope) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range events {
+		s.seqs = append(s.seqs, e.Seq)
+	}
+	return nil
+}
+
+func (s *sequenceStore) applied() []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.seqs)
+}
+
+// TestRuntimeNeverAppliesPastAnEventHeldElsewhere: the server redelivers an
+// event only once its own ack wait or nak delay is over, so a partition's
+// events come back in any order when a projector stopped or died holding
+// several of them. Here one took the partition's first three events,
+// applied the first, vanished with the second (it comes back only after
+// AckWait) and gave the third back at once: the runtime that takes over gets
+// the third first, and must leave it until the second is applied.
+func TestRuntimeNeverAppliesPastAnEventHeldElsewhere(t *testing.T) {
+	t.Parallel()
+	js := testenv.NATS(t, 1)
+	publish(t, js, 3, 2)
+	cfg := projections.Config{Partitions: 1, AckWait: 2 * time.Second, PinnedTTL: time.Second,
+		RetryBackoff: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}
+	store := &sequenceStore{}
+	rt, err := projections.NewRuntime(js.JS, cfg, []projections.Projection{{Name: "orders", AggregateTypes: []string{"order"}, Store: store}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.EnsureConsumers(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	consumer, err := js.JS.Consumer(t.Context(), jnats.DefaultStreamName, rt.ConsumerName("orders", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := consumer.Fetch(3, jetstream.FetchMaxWait(5*time.Second), jetstream.FetchPriorityGroup("jetcqrs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []jetstream.Msg
+	for m := range batch.Messages() {
+		held = append(held, m)
+	}
+	if len(held) != 3 {
+		t.Fatalf("fetched %d events, want 3 (%v)", len(held), batch.Error())
+	}
+	seqs := make([]uint64, 3)
+	for i, m := range held {
+		md, err := m.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs[i] = md.Sequence.Stream
+	}
+	if err := held[0].DoubleAck(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := held[2].Nak(); err != nil { // held[1] is left to its ack wait
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	}()
+	waitFor(t, "both events applied", 15*time.Second, func() bool { return len(store.applied()) >= 2 })
+	time.Sleep(200 * time.Millisecond) // nothing else is due
+	if got, want := store.applied(), seqs[1:]; !slices.Equal(got, want) {
+		t.Fatalf("applied %v, want %v: the partition's stream order", got, want)
+	}
 }

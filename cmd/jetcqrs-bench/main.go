@@ -41,10 +41,12 @@ type config struct {
 func benchCmd() *cobra.Command {
 	var out, server, clients, rates, cpuProfile string
 	var duration time.Duration
+	var readNodeWrites float64
+	var readWorkers int
 	cfg := &config{}
 	mixed := &mixedFlags{}
 	cmd := &cobra.Command{
-		Use:           "jetcqrs-bench [all|place-order|relay-drain|relay-latency|projection-apply|embedded-apply|query-get-order|end-to-end|rebuild|catalog-search|mixed]",
+		Use:           "jetcqrs-bench [all|place-order|relay-drain|relay-latency|projection-apply|embedded-apply|query-get-order|end-to-end|rebuild|catalog-search|mixed|read-node]",
 		Short:         "Run benchmarks against their raw baselines and record the figures in docs/benchmarks.md",
 		Args:          cobra.ExactArgs(1),
 		SilenceUsage:  true,
@@ -114,6 +116,22 @@ func benchCmd() *cobra.Command {
 				"mixed": func() (string, error) {
 					return mixed.run(cmd, cfg, server, duration)
 				},
+				// Three runs of --duration each: the read node applying the stream,
+				// reads on the read node, reads on serve; writes go on throughout.
+				"read-node": func() (string, error) {
+					readMix, err := bench.ParseMix(mixed.readMix, []string{"order", "product", "inventory", "search"})
+					if err != nil {
+						return "", fmt.Errorf("--read-mix: %w", err)
+					}
+					writeMix, err := bench.ParseMix(mixed.writeMix, []string{"place", "pay", "cancel"})
+					if err != nil {
+						return "", fmt.Errorf("--write-mix: %w", err)
+					}
+					return bench.ReadNode(cmd.Context(), bench.ReadNodeConfig{ServerURL: server, RedisURL: cfg.RedisURL,
+						ClickHouseURL: cfg.ClickHouseURL, MaxConns: cfg.DBMaxConns, Writes: readNodeWrites,
+						ReadWorkers: readWorkers, Warmup: mixed.warmup, Duration: duration, SKUs: mixed.skus,
+						Queries: mixed.queries, ReadMix: readMix, WriteMix: writeMix, Command: commandLine(), Log: log})
+				},
 			}
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
@@ -159,6 +177,8 @@ func benchCmd() *cobra.Command {
 		"ClickHouse (native protocol) for the sales benchmarks")
 	cmd.Flags().Int32Var(&cfg.DBMaxConns, "db-max-conns", 20, "PostgreSQL pool size of the system under test")
 	mixed.bind(cmd.Flags())
+	cmd.Flags().Float64Var(&readNodeWrites, "read-node-writes", 100, "read-node: writes/s offered to serve throughout")
+	cmd.Flags().IntVar(&readWorkers, "read-workers", 32, "read-node: closed-loop readers")
 	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "length of each measured run; benchmarks made of many runs share it out (each section says how)")
 	return cmd
 }

@@ -20,6 +20,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/jetcqrs/jetcqrs/adminapi"
 	"github.com/jetcqrs/jetcqrs/auth"
 	"github.com/jetcqrs/jetcqrs/commandapi"
 	"github.com/jetcqrs/jetcqrs/internal/httpx"
@@ -27,7 +28,9 @@ import (
 	"github.com/jetcqrs/jetcqrs/postgres"
 	blevestore "github.com/jetcqrs/jetcqrs/projections/bleve"
 	"github.com/jetcqrs/jetcqrs/projections/lifecycle"
+	"github.com/jetcqrs/jetcqrs/projections/live"
 	"github.com/jetcqrs/jetcqrs/queryapi"
+	"github.com/jetcqrs/jetcqrs/readnode"
 	"github.com/jetcqrs/jetcqrs/relay"
 )
 
@@ -78,10 +81,12 @@ type Main struct {
 	redis  *redis.Client
 	ch     driver.Conn
 	record *lifecycle.KVRecord
-	live   *liveModels
+	live   *live.Models
 	// models owns the read models' generations and, in a projector, applies
 	// them.
 	models *lifecycle.Manager
+	// node keeps a read node's own read models.
+	node *readnode.Node
 
 	checks   map[string]func(context.Context) error
 	server   *http.Server
@@ -138,11 +143,14 @@ func (m *Main) open(ctx context.Context) error {
 			return nil
 		}
 	}
-	if m.comp.Projector || m.comp.QueryAPI {
-		if m.comp.QueryAPI && !m.comp.Projector && m.cfg.ElasticsearchURL == "" {
-			return errors.New("query-api alone needs ELASTICSEARCH_URL: the embedded catalog index is opened by one process, " +
-				"so without Elasticsearch run the query API and the projector together (jetcqrs serve)")
+	if m.isReadNode() {
+		mount, err := m.openReadNode(ctx, tokens)
+		if err != nil {
+			return err
 		}
+		mounts = append(mounts, mount)
+	}
+	if (m.comp.Projector || m.comp.QueryAPI) && !m.isReadNode() {
 		if err := m.openClients(ctx); err != nil {
 			return err
 		}
@@ -150,7 +158,7 @@ func (m *Main) open(ctx context.Context) error {
 			return err
 		}
 		m.raiseReplicas(ctx, "KV_"+lifecycle.Bucket)
-		m.live = newLiveModels()
+		m.live = live.New()
 		if err := m.openModels(ctx); err != nil {
 			return err
 		}
@@ -158,11 +166,10 @@ func (m *Main) open(ctx context.Context) error {
 	if m.comp.Projector {
 		// A store the projector is waiting out makes the process not ready.
 		m.checks["projections"] = m.models.Ready
-		mounts = append(mounts, func(r chi.Router) { m.mountDLQ(r, tokens) }, func(r chi.Router) { m.mountRebuild(r, tokens) })
 	}
-	if m.comp.QueryAPI {
+	if m.comp.QueryAPI && !m.isReadNode() {
 		hub := queryapi.NewHub()
-		if err := m.subscribeApplied(hub); err != nil {
+		if _, err := jnats.SubscribeApplied(m.nc, hub.Notify); err != nil {
 			return err
 		}
 		var projStatus, relayStatus queryapi.StatusSource
@@ -172,21 +179,27 @@ func (m *Main) open(ctx context.Context) error {
 		if m.comp.Relay {
 			relayStatus = statusFunc(func(context.Context) (any, error) { return m.relay.Status(), nil })
 		}
-		mounts = append(mounts, queryapi.New(m.queryReaders(), tokens, hub, projStatus, relayStatus, m.logger,
+		mounts = append(mounts, queryapi.New(m.live.Readers(), tokens, hub, projStatus, relayStatus, m.logger,
 			queryapi.Config{ConsistencyWait: m.cfg.ConsistencyWait}).Mount)
 	}
 	if m.comp.Relay {
 		if err := m.openRelay(ctx); err != nil {
 			return err
 		}
-		if !m.comp.QueryAPI {
-			relayStatus := m.relay
-			mounts = append(mounts, func(r chi.Router) {
-				r.With(httpx.Authenticate(tokens), requireAdmin).Get("/v1/admin/relay", func(w http.ResponseWriter, _ *http.Request) {
-					httpx.WriteJSON(w, http.StatusOK, relayStatus.Status())
-				})
-			})
-		}
+	}
+	// The admin routes the query API does not serve: dead letters and
+	// rebuilds where the projectors run, the relay's status where no query
+	// API reports it.
+	var admin adminapi.Projections
+	var relayStatus adminapi.Status
+	if m.comp.Projector {
+		admin = m.models
+	}
+	if m.comp.Relay && !m.comp.QueryAPI {
+		relayStatus = func(context.Context) (any, error) { return m.relay.Status(), nil }
+	}
+	if admin != nil || relayStatus != nil {
+		mounts = append(mounts, adminapi.New(admin, relayStatus, tokens, m.logger).Mount)
 	}
 	r, err := httpx.NewRouter(httpx.RouterConfig{Logger: m.logger, Registry: m.registry, Checks: m.checks,
 		MetricsElsewhere: m.cfg.MetricsAddr != ""}, mounts...)
@@ -216,16 +229,6 @@ type statusFunc func(context.Context) (any, error)
 
 func (f statusFunc) Status(ctx context.Context) (any, error) { return f(ctx) }
 
-func requireAdmin(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a, _ := httpx.ActorFrom(r.Context()); !a.IsAdmin() {
-			httpx.WriteProblem(w, r, "forbidden", "admin endpoints are for admins")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
 func (m *Main) openWriteStore(ctx context.Context) error {
 	if err := postgres.Migrate(ctx, m.cfg.DatabaseURL, m.logger); err != nil {
 		return fmt.Errorf("%w (is PostgreSQL running? `bash scripts/services.sh` starts it)", err)
@@ -252,23 +255,15 @@ func (m *Main) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		m.logger.Info("http listening", "addr", m.Addr())
-		if err := m.server.Serve(m.listener); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("http: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-ctx.Done()
-		m.logger.Info("shutting down", "grace", m.cfg.ShutdownGrace)
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.ShutdownGrace)
-		defer cancel()
-		return m.server.Shutdown(sctx)
+		err := httpx.Serve(ctx, m.server, m.listener, m.cfg.ShutdownGrace)
+		m.logger.Info("http stopped", "grace", m.cfg.ShutdownGrace, "err", err)
+		return err
 	})
 	if m.metrics != nil {
 		g.Go(func() error { return m.metrics.Run(ctx, m.cfg.ShutdownGrace) })
 	}
 	if m.store != nil {
-		g.Go(func() error { return m.pruneIdempotencyKeys(ctx) })
+		g.Go(func() error { return m.store.PruneIdempotencyKeysEvery(ctx, time.Hour, 24*time.Hour, m.logger) })
 	}
 	if m.models != nil {
 		g.Go(func() error {
@@ -277,6 +272,9 @@ func (m *Main) Run(ctx context.Context) error {
 			}
 			return nil
 		})
+	}
+	if m.node != nil {
+		g.Go(func() error { return m.node.Run(ctx) })
 	}
 	if m.relay != nil {
 		g.Go(func() error {
@@ -287,25 +285,6 @@ func (m *Main) Run(ctx context.Context) error {
 		})
 	}
 	return g.Wait()
-}
-
-// pruneIdempotencyKeys deletes keys older than a day, hourly.
-func (m *Main) pruneIdempotencyKeys(ctx context.Context) error {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			n, err := m.store.PruneIdempotencyKeys(ctx, 24*time.Hour)
-			if err != nil {
-				m.logger.Warn("prune idempotency keys", "err", err)
-			} else if n > 0 {
-				m.logger.Info("pruned idempotency keys", "count", n)
-			}
-		}
-	}
 }
 
 // Close releases everything NewMain opened, in reverse order.
@@ -323,6 +302,9 @@ func (m *Main) Close() {
 		_ = m.nc.Drain()
 	}
 	m.closeReadModels()
+	if m.node != nil {
+		m.node.Close()
+	}
 	if m.natsServer != nil {
 		m.natsServer.Shutdown()
 	}

@@ -140,8 +140,8 @@ func (c *Config) Validate() error {
 	if c.DBMaxConns < 1 || c.DBMaxConns > 1000 {
 		return fmt.Errorf("config: db-max-conns ($DB_MAX_CONNS) must be 1..1000, got %d", c.DBMaxConns)
 	}
-	if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
-		return fmt.Errorf("config: redis-url ($REDIS_URL) must be a redis:// URL, got %q", c.RedisURL)
+	if u, err := url.Parse(c.RedisURL); c.RedisURL != engineNone && (err != nil || (u.Scheme != "redis" && u.Scheme != "rediss")) {
+		return fmt.Errorf("config: redis-url ($REDIS_URL) must be a redis:// URL or none (a read node keeps orders and inventory itself), got %q", c.RedisURL)
 	}
 	if c.RedisPrefix == "" || len(c.RedisPrefix) > 64 || strings.ContainsAny(c.RedisPrefix, " \t\r\n{}") {
 		return fmt.Errorf("config: redis-prefix ($REDIS_PREFIX) must be 1..64 characters without spaces or braces, got %q", c.RedisPrefix)
@@ -204,8 +204,8 @@ func (c *Config) Validate() error {
 	if c.DuplicateWindow < time.Second {
 		return fmt.Errorf("config: duplicate-window ($DUPLICATE_WINDOW) must be at least 1s, got %s", c.DuplicateWindow)
 	}
-	if u, err := url.Parse(c.ClickHouseURL); err != nil || u.Scheme != "clickhouse" || u.Host == "" {
-		return fmt.Errorf("config: clickhouse-url ($CLICKHOUSE_URL) must be clickhouse://host:port/database, got %q", c.ClickHouseURL)
+	if u, err := url.Parse(c.ClickHouseURL); c.ClickHouseURL != engineNone && (err != nil || u.Scheme != "clickhouse" || u.Host == "") {
+		return fmt.Errorf("config: clickhouse-url ($CLICKHOUSE_URL) must be clickhouse://host:port/database or none (a read node keeps sales itself), got %q", c.ClickHouseURL)
 	}
 	if c.ElasticsearchURL != "" {
 		if u, err := url.Parse(c.ElasticsearchURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	natsgo "github.com/nats-io/nats.go"
 
+	"github.com/jetcqrs/jetcqrs/adminapi"
 	"github.com/jetcqrs/jetcqrs/domain"
 	jnats "github.com/jetcqrs/jetcqrs/nats"
 	"github.com/jetcqrs/jetcqrs/projections"
@@ -61,11 +62,11 @@ func TestDeadLettersListAndReplay(t *testing.T) {
 		t.Fatalf("the order after the poison event did not apply: %d %s", resp.StatusCode, raw)
 	}
 
-	c := &adminClient{base: s.base, token: admin}
+	c := &adminapi.Client{Base: s.base, Token: admin}
 	var dls []projections.DeadLetter
 	deadline := time.Now().Add(15 * time.Second)
 	for len(dls) < 2 && time.Now().Before(deadline) {
-		if dls, err = c.list(ctx, "", 100); err != nil {
+		if dls, err = c.DeadLetters(ctx, "", 100); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -80,7 +81,7 @@ func TestDeadLettersListAndReplay(t *testing.T) {
 			t.Fatalf("dead letters = %+v, want the poison event (stream seq 1) for %s with a reason", dls, p)
 		}
 	}
-	if err := c.replay(ctx, got["orders"].DLQSeq); err == nil || !strings.Contains(err.Error(), "still does not apply") {
+	if err := c.Replay(ctx, got["orders"].DLQSeq); err == nil || !strings.Contains(err.Error(), "still does not apply") {
 		t.Fatalf("replaying the poison event: %v, want it refused", err)
 	}
 
@@ -127,7 +128,7 @@ func TestDeadLettersListAndReplay(t *testing.T) {
 	if resp, raw = s.do(http.MethodGet, "/v1/orders/"+id, alice, nil, nil, &view); resp.StatusCode != 200 || view.Status != "placed" {
 		t.Fatalf("replayed order: %d %s", resp.StatusCode, raw)
 	}
-	if err := c.replay(ctx, ack.Sequence); err == nil || !strings.Contains(err.Error(), "no such dead letter") {
+	if err := c.Replay(ctx, ack.Sequence); err == nil || !strings.Contains(err.Error(), "no such dead letter") {
 		t.Fatalf("a replayed dead letter is still there: %v", err)
 	}
 }

@@ -406,7 +406,7 @@ func (s *system) checkReadModelsMatchWriteSide(m *Main, catalog bool) {
 	users := map[string][]*order{}
 	for id, o := range orders {
 		users[o.UserID] = append(users[o.UserID], o)
-		got, err := m.live.orders.Load().Order(ctx, id)
+		got, err := m.live.Orders().Order(ctx, id)
 		if err != nil {
 			t.Errorf("order %s: %v", id, err)
 			continue
@@ -435,7 +435,7 @@ func (s *system) checkReadModelsMatchWriteSide(m *Main, catalog bool) {
 		var err error
 		for cursor, pages := "", 0; ; pages++ {
 			var page []projections.OrderListEntry
-			page, cursor, err = m.live.orders.Load().UserOrders(ctx, user, 1000, cursor)
+			page, cursor, err = m.live.Orders().UserOrders(ctx, user, 1000, cursor)
 			got = append(got, page...)
 			if err != nil || cursor == "" || pages > len(list)/1000+1 {
 				break
@@ -452,7 +452,7 @@ func (s *system) checkReadModelsMatchWriteSide(m *Main, catalog bool) {
 		}
 	}
 	for sku, st := range s.writeInventory() {
-		got, err := m.live.inventory.Load().Inventory(ctx, sku)
+		got, err := m.live.Inventory().Inventory(ctx, sku)
 		want := projections.InventoryView{SKU: sku, OnHand: st.OnHand, Reserved: st.Reserved, Available: st.OnHand - st.Reserved, Version: st.Version}
 		if err != nil || got != want {
 			t.Errorf("inventory %s: read model %+v (err %v), write side %+v", sku, got, err, want)
@@ -460,14 +460,14 @@ func (s *system) checkReadModelsMatchWriteSide(m *Main, catalog bool) {
 		if !catalog {
 			continue
 		}
-		p, err := (*m.live.catalog.Load()).Product(ctx, sku)
+		p, err := m.live.Catalog().Product(ctx, sku)
 		if err != nil || p.Available != want.Available {
 			t.Errorf("catalog %s: available %d (err %v), write side %d", sku, p.Available, err, want.Available)
 		}
 	}
 	if catalog {
 		for sku, wp := range s.writeProducts() {
-			p, err := (*m.live.catalog.Load()).Product(ctx, sku)
+			p, err := m.live.Catalog().Product(ctx, sku)
 			if err != nil || p.Name != wp.Name || p.Description != wp.Description || p.Category != wp.Category ||
 				p.PriceCents != wp.PriceCents || p.Version != wp.Version {
 				t.Errorf("catalog %s: %+v (err %v), write side %+v", sku, p, err, wp)
@@ -476,7 +476,7 @@ func (s *system) checkReadModelsMatchWriteSide(m *Main, catalog bool) {
 	}
 	from, to := time.Now().UTC().AddDate(0, 0, -2), time.Now().UTC().AddDate(0, 0, 2)
 	for _, groupBy := range []string{"day", "sku", "category"} {
-		got, err := m.live.sales.Load().Sales(ctx, projections.SalesQuery{From: from, To: to, GroupBy: groupBy})
+		got, err := m.live.Sales().Sales(ctx, projections.SalesQuery{From: from, To: to, GroupBy: groupBy})
 		want := expectedSales(orders, groupBy, from, to)
 		if err != nil || !slices.Equal(got, want) {
 			t.Errorf("sales by %s: read model %+v (err %v), write side %+v", groupBy, got, err, want)

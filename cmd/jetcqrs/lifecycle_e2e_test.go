@@ -297,7 +297,7 @@ func TestPromotionRacingAProcessStartIsFollowed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer late.Close()
-	if got := late.live.get("orders").generation; got != 1 {
+	if got, _ := late.live.Generation("orders"); got != 1 {
 		t.Fatalf("the late process opened orders at generation %d, want 1", got)
 	}
 
@@ -314,7 +314,7 @@ func TestPromotionRacingAProcessStartIsFollowed(t *testing.T) {
 		}
 	}()
 	deadline := time.Now().Add(10 * time.Second)
-	for late.live.get("orders").generation != 2 {
+	for gen, _ := late.live.Generation("orders"); gen != 2; gen, _ = late.live.Generation("orders") {
 		if time.Now().After(deadline) {
 			t.Fatal("the late process still serves generation 1 of orders 10s after it started")
 		}

@@ -51,7 +51,7 @@ func newRootCmd() *cobra.Command {
 		runCmd(cfg, "command-api", "Run the command API alone", Components{CommandAPI: true}),
 		runCmd(cfg, "relay", "Run the outbox relay alone (PostgreSQL → NATS JetStream)", Components{Relay: true}),
 		runCmd(cfg, "projector", "Run the projectors alone (NATS JetStream → read models)", Components{Projector: true}),
-		runCmd(cfg, "query-api", "Run the query API alone (needs ELASTICSEARCH_URL for the catalog)", Components{QueryAPI: true}),
+		runCmd(cfg, "query-api", "Run the query API alone: on the shared engines with ELASTICSEARCH_URL, else as a read node keeping its own read models", Components{QueryAPI: true}),
 		runCmd(cfg, "broker", "Run the embedded NATS server alone, for processes started apart (they set NATS_URL)",
 			Components{Broker: true}),
 		migrateCmd(cfg), tokenCmd(cfg), dlqCmd(cfg), outboxCmd(cfg), versionCmd())

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/jetcqrs/jetcqrs/internal/httpx"
 )
 
 // validateMetricsAddr accepts an empty metrics-addr (metrics on http-addr)
@@ -71,20 +72,7 @@ func (m *Main) MetricsAddr() string {
 
 // Run serves until ctx ends, then shuts the server down within grace.
 func (e *metricsEndpoint) Run(ctx context.Context, grace time.Duration) error {
-	served := make(chan error, 1)
-	go func() { served <- e.server.Serve(e.listener) }()
-	select {
-	case err := <-served:
-		return fmt.Errorf("metrics http: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
-	defer cancel()
-	err := e.server.Shutdown(sctx)
-	if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
-		err = errors.Join(err, serr)
-	}
-	return err
+	return httpx.Serve(ctx, e.server, e.listener, grace)
 }
 
 // Close releases the listener when Run never ran.

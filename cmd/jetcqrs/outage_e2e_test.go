@@ -195,7 +195,7 @@ func TestProjectorStoppedWithEventsInHandLosesNothing(t *testing.T) {
 	orders := writer.writeOrders()
 	var missing []string
 	for id := range orders {
-		if _, err := second.main.live.orders.Load().Order(context.Background(), id); err != nil {
+		if _, err := second.main.live.Orders().Order(context.Background(), id); err != nil {
 			missing = append(missing, id)
 		}
 	}

@@ -3,27 +3,21 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"errors"
-	"fmt"
-	"net/http"
 	"os"
 	"strconv"
 
-	"github.com/go-chi/chi/v5"
-
-	"github.com/jetcqrs/jetcqrs/auth"
-	"github.com/jetcqrs/jetcqrs/domain"
-	"github.com/jetcqrs/jetcqrs/internal/httpx"
+	jnats "github.com/jetcqrs/jetcqrs/nats"
 	"github.com/jetcqrs/jetcqrs/projections"
 	"github.com/jetcqrs/jetcqrs/projections/lifecycle"
+	"github.com/jetcqrs/jetcqrs/projections/models"
 )
 
 // openModels builds the read models' lifecycle manager of this process and
 // opens every model it applies or serves at its live generation.
 func (m *Main) openModels(ctx context.Context) error {
 	var specs []lifecycle.Spec
-	for _, s := range modelSpecs {
-		if s.Name == "catalog" && !m.servesCatalog() {
+	for _, s := range models.Specs() {
+		if s.Name == models.Catalog && !m.servesCatalog() {
 			m.logger.Info("catalog projection left to the process that serves queries (embedded index)")
 			continue
 		}
@@ -32,18 +26,21 @@ func (m *Main) openModels(ctx context.Context) error {
 	host, _ := os.Hostname()
 	lc, err := lifecycle.New(lifecycle.Config{
 		Models: specs,
-		Open:   m.openReadModel,
+		Open: models.NewOpener(models.Config{Redis: m.redis, RedisPrefix: m.cfg.RedisPrefix, ClickHouse: m.ch,
+			ElasticsearchURL: m.cfg.ElasticsearchURL, DataDir: m.cfg.DataDir, SearchCache: m.searchCache}).Open,
 		Record: m.record,
 		JS:     m.js,
 		Runtime: projections.Config{
 			Partitions: m.cfg.Partitions,
 			Logger:     m.logger,
 			Registry:   m.registry,
-			OnApplied:  m.publishApplied,
+			OnApplied: func(_ string, events []projections.Envelope) {
+				_ = jnats.PublishApplied(m.nc, projections.Aggregates(events))
+			},
 		},
 		Project:  m.comp.Projector,
 		Owner:    host + "/" + strconv.Itoa(os.Getpid()) + "/" + rand.Text()[:8],
-		OnSwitch: func(_ string, _ int, md lifecycle.Model) { m.live.set(md.(readModelOf).base()) },
+		OnSwitch: m.live.Switch,
 		Logger:   m.logger,
 	})
 	if err != nil {
@@ -51,23 +48,4 @@ func (m *Main) openModels(ctx context.Context) error {
 	}
 	m.models = lc
 	return lc.Open(ctx)
-}
-
-// mountRebuild serves POST /v1/admin/projections/{name}/rebuild.
-func (m *Main) mountRebuild(r chi.Router, tokens *auth.Tokens) {
-	r.With(httpx.Authenticate(tokens), requireAdmin).Post("/v1/admin/projections/{name}/rebuild",
-		func(w http.ResponseWriter, req *http.Request) {
-			name := chi.URLParam(req, "name")
-			gen, err := m.models.Rebuild(req.Context(), name)
-			switch {
-			case errors.Is(err, lifecycle.ErrNoSuchModel):
-				httpx.WriteProblem(w, req, domain.CodeNotFound, err.Error())
-			case errors.Is(err, lifecycle.ErrRebuildUnderWay):
-				httpx.WriteProblem(w, req, domain.CodeConflict, err.Error())
-			case err != nil:
-				httpx.WriteError(w, req, m.logger, fmt.Errorf("rebuild %s: %w", name, err))
-			default:
-				httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"name": name, "generation": lifecycle.GenerationName(gen)})
-			}
-		})
 }

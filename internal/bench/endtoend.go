@@ -15,7 +15,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
-	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -54,14 +53,6 @@ type EndToEndConfig struct {
 	// MaxConns is the write store's pool size (default 20, the binary's).
 	MaxConns int32
 	Log      io.Writer
-}
-
-// appliedSubject and appliedNotice are how the binary's projectors tell its
-// query APIs what they applied.
-const appliedSubject = "jetcqrs.applied"
-
-type appliedNotice struct {
-	Keys [][2]string `json:"keys"`
 }
 
 // EndToEnd measures how long an order takes from the command API's 201 to
@@ -221,13 +212,7 @@ func systemRun(ctx context.Context, cfg EndToEndConfig, rate int, dbURL string, 
 	runtime, err := projections.NewRuntime(b.js, projections.Config{Generation: "g1", Logger: logger,
 		Registry: prometheus.NewRegistry(),
 		OnApplied: func(_ string, events []projections.Envelope) {
-			n := appliedNotice{Keys: make([][2]string, len(events))}
-			for i, e := range events {
-				n.Keys[i] = [2]string{e.AggregateType, e.AggregateID}
-			}
-			if body, err := json.Marshal(n); err == nil {
-				_ = b.nc.Publish(appliedSubject, body)
-			}
+			_ = jnats.PublishApplied(b.nc, projections.Aggregates(events))
 		},
 	}, []projections.Projection{
 		{Name: "orders", AggregateTypes: []string{domain.AggregateOrder}, Store: orders},
@@ -272,14 +257,7 @@ func systemRun(ctx context.Context, cfg EndToEndConfig, rate int, dbURL string, 
 	tracer := sdktrace.NewTracerProvider()
 	defer func() { _ = tracer.Shutdown(context.Background()) }()
 	hub := queryapi.NewHub()
-	sub, err := b.nc.Subscribe(appliedSubject, func(m *natsgo.Msg) {
-		var n appliedNotice
-		if json.Unmarshal(m.Data, &n) == nil {
-			for _, k := range n.Keys {
-				hub.Notify(k[0], k[1])
-			}
-		}
-	})
+	sub, err := jnats.SubscribeApplied(b.nc, hub.Notify)
 	if err != nil {
 		return e2eResult{}, err
 	}

@@ -69,6 +69,9 @@ type MixedConfig struct {
 	// then Duration (default 5+500 … 100+10000; 2 s and 20 s).
 	Ladder           []Rate
 	Warmup, Duration time.Duration
+	// scratchName names the scratch stores of the system a benchmark starts
+	// (default mixedName), so that benchmarks running at once do not share them.
+	scratchName string
 	// Saturation is the offered load of the side-by-side saturation runs
 	// of the system and the raw baseline (default 100+10000, beyond what
 	// either serves on a small machine); zero skips them. They need the

@@ -27,6 +27,7 @@ const mixedName = "jetcqrs_bench_mixed"
 type childSystem struct {
 	base, secret string
 	pid          int
+	natsPort     int // the embedded NATS server's
 	dataDir      string
 	dbURL        string
 	redisPrefix  string
@@ -49,6 +50,10 @@ func startChildSystem(ctx context.Context, cfg MixedConfig) (_ *childSystem, err
 			cleanup()
 		}
 	}()
+	name := cfg.scratchName
+	if name == "" {
+		name = mixedName
+	}
 	dir, err := os.MkdirTemp("", "jetcqrs-bench-mixed-*")
 	if err != nil {
 		return nil, err
@@ -61,18 +66,18 @@ func startChildSystem(ctx context.Context, cfg MixedConfig) (_ *childSystem, err
 		return nil, fmt.Errorf("go build: %w: %s", err, out)
 	}
 
-	dbURL, dropDB, err := scratchReplicationDatabase(ctx, cfg.ServerURL, mixedName)
+	dbURL, dropDB, err := scratchReplicationDatabase(ctx, cfg.ServerURL, name)
 	if err != nil {
 		return nil, err
 	}
 	undo = append(undo, dropDB)
-	prefix := mixedName + ":"
+	prefix := name + ":"
 	_, dropRedis, err := scratchRedis(ctx, cfg.RedisURL, prefix)
 	if err != nil {
 		return nil, err
 	}
 	undo = append(undo, dropRedis)
-	_, dropCH, err := scratchClickHouse(ctx, cfg.ClickHouseURL, mixedName)
+	_, dropCH, err := scratchClickHouse(ctx, cfg.ClickHouseURL, name)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +86,7 @@ func startChildSystem(ctx context.Context, cfg MixedConfig) (_ *childSystem, err
 	if err != nil {
 		return nil, err
 	}
-	chURL.Path = "/" + mixedName
+	chURL.Path = "/" + name
 
 	httpPort, err := freePort()
 	if err != nil {
@@ -94,7 +99,7 @@ func startChildSystem(ctx context.Context, cfg MixedConfig) (_ *childSystem, err
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	s := &childSystem{base: "http://127.0.0.1:" + strconv.Itoa(httpPort), secret: hex.EncodeToString(secret),
-		dataDir: filepath.Join(dir, "data"), dbURL: dbURL, redisPrefix: prefix, logPath: filepath.Join(dir, "serve.log")}
+		natsPort: natsPort, dataDir: filepath.Join(dir, "data"), dbURL: dbURL, redisPrefix: prefix, logPath: filepath.Join(dir, "serve.log")}
 	logFile, err := os.Create(s.logPath)
 	if err != nil {
 		return nil, err
@@ -108,7 +113,7 @@ func startChildSystem(ctx context.Context, cfg MixedConfig) (_ *childSystem, err
 		"--redis-url="+cfg.RedisURL, "--redis-prefix="+prefix,
 		"--clickhouse-url="+chURL.String(), "--elasticsearch-url=", "--nats-url=",
 		"--nats-port="+strconv.Itoa(natsPort), "--data-dir="+s.dataDir, "--jwt-secret="+s.secret,
-		"--http-addr=127.0.0.1:"+strconv.Itoa(httpPort), "--slot-name="+mixedName,
+		"--http-addr=127.0.0.1:"+strconv.Itoa(httpPort), "--slot-name="+name,
 		"--relay-mode=cdc", "--log-level=warn", "--log-format=text")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {

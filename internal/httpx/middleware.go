@@ -160,6 +160,7 @@ func Health(r chi.Router, checks map[string]func(context.Context) error, logger 
 		status := http.StatusOK
 		if !ok {
 			status = http.StatusServiceUnavailable
+			w.Header().Set("Retry-After", "1")
 		}
 		WriteJSON(w, status, map[string]any{"ready": ok, "checks": out})
 	})

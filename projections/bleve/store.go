@@ -11,6 +11,7 @@ package blevestore
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -147,8 +148,36 @@ func (s *CatalogStore) Close() error {
 // Events of other aggregates are ignored. An undecodable event fails the whole
 // batch with a *projections.PoisonError before anything is written.
 func (s *CatalogStore) Apply(ctx context.Context, events []projections.Envelope) error {
+	return s.apply(ctx, events, 0)
+}
+
+// checkpointKey names the internal value holding the index's checkpoint.
+const checkpointKey = "jetcqrs.catalog.checkpoint"
+
+// ApplyThrough is Apply for a reader of the stream that keeps its own
+// position: it also records seq as the index's checkpoint, in the same Bleve
+// batch as the documents, so that what Checkpoint returns always agrees with
+// the data, whatever stops the process. The checkpoint never goes down; a
+// batch that changes no document still records it.
+func (s *CatalogStore) ApplyThrough(ctx context.Context, events []projections.Envelope, seq uint64) error {
+	return s.apply(ctx, events, seq)
+}
+
+// Checkpoint returns the sequence the last ApplyThrough recorded, 0 for none.
+func (s *CatalogStore) Checkpoint(context.Context) (uint64, error) {
+	v, err := s.idx.GetInternal([]byte(checkpointKey))
+	if err != nil {
+		return 0, fmt.Errorf("blevestore: checkpoint: %w", err)
+	}
+	if len(v) != 8 {
+		return 0, nil
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+func (s *CatalogStore) apply(ctx context.Context, events []projections.Envelope, checkpoint uint64) error {
 	changes, err := projections.DecodeCatalogEvents(events)
-	if err != nil || len(changes) == 0 {
+	if err != nil || len(changes) == 0 && checkpoint == 0 {
 		return err
 	}
 
@@ -176,7 +205,16 @@ func (s *CatalogStore) Apply(ctx context.Context, events []projections.Envelope)
 			changed[c.SKU] = true
 		}
 	}
-	if len(changed) == 0 {
+	if checkpoint > 0 {
+		cur, err := s.Checkpoint(ctx)
+		if err != nil {
+			return err
+		}
+		if cur >= checkpoint {
+			checkpoint = 0
+		}
+	}
+	if len(changed) == 0 && checkpoint == 0 {
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -184,6 +222,9 @@ func (s *CatalogStore) Apply(ctx context.Context, events []projections.Envelope)
 	}
 
 	batch := s.idx.NewBatch()
+	if checkpoint > 0 {
+		batch.SetInternal([]byte(checkpointKey), binary.BigEndian.AppendUint64(nil, checkpoint))
+	}
 	for sku := range changed {
 		fields, err := indexFields(docs[sku])
 		if err != nil {

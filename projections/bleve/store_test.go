@@ -205,3 +205,41 @@ func TestSearchDefaultsAndNegativeOffset(t *testing.T) {
 			res.Total, len(res.Hits), res.Hits[0].SKU, projections.DefaultSearchLimit)
 	}
 }
+
+// TestApplyThroughKeepsTheCheckpointWithTheData: the checkpoint is written
+// in the documents' batch, also by a batch that changes no document, never
+// goes down, and survives a reopen.
+func TestApplyThroughKeepsTheCheckpointWithTheData(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "catalog-g1")
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp, err := s.Checkpoint(t.Context()); err != nil || cp != 0 {
+		t.Fatalf("new index: checkpoint %d, %v", cp, err)
+	}
+	if err := s.ApplyThrough(t.Context(), []projections.Envelope{productEvent(t, 5, "SKU-1", "Kettle", 3000, 1)}, 5); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing to change (the same version again), the checkpoint still moves.
+	if err := s.ApplyThrough(t.Context(), []projections.Envelope{productEvent(t, 9, "SKU-1", "Kettle", 3000, 1)}, 9); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ApplyThrough(t.Context(), nil, 3); err != nil {
+		t.Fatal(err)
+	}
+	if cp, err := s.Checkpoint(t.Context()); err != nil || cp != 9 {
+		t.Fatalf("checkpoint %d, %v, want 9", cp, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTestStore(t, dir)
+	if cp, err := s.Checkpoint(t.Context()); err != nil || cp != 9 {
+		t.Fatalf("reopened: checkpoint %d, %v, want 9", cp, err)
+	}
+	if got, err := s.Product(t.Context(), "SKU-1"); err != nil || got.Name != "Kettle" {
+		t.Fatalf("reopened: %+v, %v", got, err)
+	}
+}

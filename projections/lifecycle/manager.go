@@ -737,7 +737,7 @@ func (m *Manager) runtimes() []*projections.Runtime {
 func (m *Manager) DeadLetters(ctx context.Context, projection string, limit int) ([]projections.DeadLetter, error) {
 	rts := m.runtimes()
 	if len(rts) == 0 {
-		return nil, errors.New("the projector is not running")
+		return nil, fmt.Errorf("dead letters: %w", ErrNotRunning)
 	}
 	return rts[0].DeadLetters(ctx, projection, limit)
 }
