@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -292,6 +293,22 @@ func (s *system) awaitOneGeneration(name string, timeout time.Duration) int {
 	}
 	var status []projectionStatus
 	_, raw := s.do(http.MethodGet, "/v1/admin/projections", s.token("ops", domain.RoleAdmin), nil, nil, &status)
-	s.t.Fatalf("%s still rebuilding after %s: %+v (err %v); projections: %s", name, timeout, last, lastErr, raw)
+	// What the rebuild's owner decides from, per partition.
+	var consumers []string
+	for _, gen := range []int{last.Live, last.Rebuild} {
+		for part := range s.cfg.Partitions {
+			cn := projections.ConsumerName(name, lifecycle.GenerationName(gen), part)
+			c, err := s.main.js.Consumer(context.Background(), jnats.DefaultStreamName, cn)
+			if err != nil {
+				consumers = append(consumers, fmt.Sprintf("%s: %v", cn, err))
+				continue
+			}
+			i := c.CachedInfo()
+			consumers = append(consumers, fmt.Sprintf("%s: delivered %d ack floor %d ack pending %d pending %d paused %v leader %v",
+				cn, i.Delivered.Stream, i.AckFloor.Stream, i.NumAckPending, i.NumPending, i.Paused, i.Cluster))
+		}
+	}
+	s.t.Fatalf("%s still rebuilding after %s: %+v (err %v); projections: %s; consumers:\n%s", name, timeout, last, lastErr, raw,
+		strings.Join(consumers, "\n"))
 	return 0
 }
