@@ -17,6 +17,9 @@ import (
 // infraServices are the engines docker-compose.yml runs for the app.
 var infraServices = []string{"postgres", "nats", "redis", "elasticsearch", "clickhouse"}
 
+// clusterNodes are the NATS servers of the compose profile "cluster".
+var clusterNodes = []string{"nats-1", "nats-2", "nats-3"}
+
 // appEnv is the configuration the app service must be given.
 var appEnv = []string{
 	"DATABASE_URL", "REDIS_URL", "NATS_URL", "ELASTICSEARCH_URL", "CLICKHOUSE_URL", "JWT_SECRET", "HTTP_ADDR",
@@ -117,6 +120,67 @@ func TestDockerCompose(t *testing.T) {
 				t.Errorf("clickhouse image %q is release line %s; the tests run chDB %s", image, line, chdb)
 			}
 		}},
+		{"the cluster profile routes three NATS nodes and runs an app on all of them", func(t *testing.T, c composeFile) {
+			routes := make([]string, len(clusterNodes))
+			for i, node := range clusterNodes {
+				routes[i] = "nats://" + node + ":6222"
+			}
+			volumes := map[string]bool{}
+			for _, node := range clusterNodes {
+				svc, ok := c.Services[node]
+				if !ok {
+					t.Fatalf("service %q is missing", node)
+				}
+				if !slices.Equal(svc.Profiles, []string{"cluster"}) {
+					t.Errorf("%s: profiles %q, want [cluster] (the default stack keeps one server)", node, svc.Profiles)
+				}
+				if svc.Image != c.Services["nats"].Image {
+					t.Errorf("%s: image %q, want the single server's %q", node, svc.Image, c.Services["nats"].Image)
+				}
+				if !slices.Contains(svc.Command, "-js") || !hasFlagValue(svc.Command, "-sd", "/data") ||
+					!hasFlagValue(svc.Command, "--name", node) || !hasFlagValue(svc.Command, "--cluster_name", "jetcqrs") ||
+					!hasFlagValue(svc.Command, "--cluster", "nats://0.0.0.0:6222") ||
+					!hasFlagValue(svc.Command, "--routes", strings.Join(routes, ",")) {
+					t.Errorf("%s: command %q lacks JetStream on /data, its name, the cluster name, listen or routes to every node", node, svc.Command)
+				}
+				if hc := svc.Healthcheck; hc == nil || len(hc.Test) == 0 {
+					t.Errorf("%s has no healthcheck", node)
+				}
+				for _, mount := range svc.Volumes {
+					source, _, _ := strings.Cut(mount, ":")
+					if _, declared := c.Volumes[source]; declared && !volumes[source] {
+						volumes[source] = true
+					} else {
+						t.Errorf("%s: volume %q is not a named volume of its own", node, source)
+					}
+				}
+			}
+			app, single := c.Services["app-cluster"], c.Services["app"]
+			if !slices.Equal(app.Profiles, []string{"cluster"}) || app.Build != single.Build || !slices.Equal(app.Command, single.Command) {
+				t.Errorf("app-cluster: profiles %q, build %+v, command %q; want [cluster] and the app's build and command", app.Profiles, app.Build, app.Command)
+			}
+			urls := make([]string, len(clusterNodes))
+			for i, node := range clusterNodes {
+				urls[i] = "nats://" + node + ":4222"
+			}
+			for name, value := range single.Environment {
+				want := value
+				if name == "NATS_URL" {
+					want = strings.Join(urls, ",")
+				}
+				if app.Environment[name] != want {
+					t.Errorf("app-cluster environment %s = %q, want %q", name, app.Environment[name], want)
+				}
+			}
+			for _, dep := range append(slices.DeleteFunc(slices.Clone(infraServices), func(s string) bool { return s == "nats" }), clusterNodes...) {
+				if app.DependsOn[dep] != "service_healthy" {
+					t.Errorf("app-cluster depends_on %s: condition %q, want service_healthy", dep, app.DependsOn[dep])
+				}
+			}
+			if _, ok := app.DependsOn["nats"]; ok {
+				t.Error("app-cluster depends on the single nats server")
+			}
+		}},
 		{"app is built from a Dockerfile that builds ./cmd/jetcqrs", func(t *testing.T, c composeFile) {
 			build := c.Services["app"].Build
 			if build.Context == "" {
@@ -183,6 +247,12 @@ func TestDockerComposeConfig(t *testing.T) {
 			t.Errorf("docker-compose config -q: %v\n%s", err, out)
 		}
 	})
+	t.Run("docker-compose.yml --profile cluster", func(t *testing.T) {
+		t.Parallel()
+		if out, err := composeConfig(t, "docker-compose.yml", "--profile", "cluster"); err != nil || out != "" {
+			t.Errorf("docker-compose --profile cluster config -q: %v\n%s", err, out)
+		}
+	})
 	t.Run("a file it must reject", func(t *testing.T) {
 		t.Parallel()
 		path := filepath.Join(t.TempDir(), "compose.yml")
@@ -195,10 +265,12 @@ func TestDockerComposeConfig(t *testing.T) {
 	})
 }
 
-// composeConfig runs docker-compose config -q on path and returns its output.
-func composeConfig(t *testing.T, path string) (string, error) {
+// composeConfig runs docker-compose config -q on path, with flags before the
+// command, and returns its output.
+func composeConfig(t *testing.T, path string, flags ...string) (string, error) {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), "docker-compose", "--project-directory", filepath.Dir(path), "-f", path, "config", "-q")
+	args := append([]string{"--project-directory", filepath.Dir(path), "-f", path}, flags...)
+	cmd := exec.CommandContext(t.Context(), "docker-compose", append(args, "config", "-q")...)
 	cmd.Env = append(os.Environ(), "JWT_SECRET=")
 	out, err := cmd.CombinedOutput()
 	return strings.TrimSpace(string(out)), err
@@ -243,6 +315,7 @@ type composeFile struct {
 
 type composeService struct {
 	Image       string       `yaml:"image"`
+	Profiles    []string     `yaml:"profiles"`
 	Build       buildSpec    `yaml:"build"`
 	Command     stringList   `yaml:"command"`
 	Environment environment  `yaml:"environment"`

@@ -75,7 +75,10 @@ type StreamConfig struct {
 	// DuplicateWindow is how long JetStream remembers Nats-Msg-Ids to drop
 	// re-published events. Default 2m. Mutable.
 	DuplicateWindow time.Duration
-	Replicas        int // default 1; mutable (clustered servers)
+	// Replicas the stream is created with (default 1; ClusterReplicas
+	// picks them for the server). An existing stream keeps its count:
+	// RaiseReplicas raises it, and nothing here lowers it.
+	Replicas int
 }
 
 func (c StreamConfig) withDefaults() StreamConfig {
@@ -126,9 +129,10 @@ func (c StreamConfig) jetstream() jetstream.StreamConfig {
 }
 
 // EnsureStream creates the EVENTS stream (file storage) if it does not
-// exist, recording cfg.Partitions in its metadata, and otherwise brings the
-// mutable settings (subjects, duplicate window, replicas) in line with cfg. It is idempotent and safe to run concurrently
-// from several processes.
+// exist, at cfg.Replicas, recording cfg.Partitions in its metadata, and
+// otherwise brings the mutable settings (subjects, duplicate window) in line
+// with cfg; its replicas are RaiseReplicas's. It is idempotent and safe to
+// run concurrently from several processes.
 //
 // It refuses a stream with limits (ErrStreamLimits): it does not lift them,
 // since an operator set them and events may already be gone.
@@ -200,7 +204,7 @@ type DeadLetterConfig struct {
 	Subjects        []string      // default ["dlq.>"]
 	MaxAge          time.Duration // default 90 days, time to inspect and replay
 	MaxBytes        int64         // 0 means unlimited
-	Replicas        int           // default 1
+	Replicas        int           // default 1, at creation only (see StreamConfig.Replicas)
 	DuplicateWindow time.Duration // default 2m
 }
 
@@ -230,8 +234,8 @@ func (c DeadLetterConfig) Validate() error {
 }
 
 // EnsureDeadLetterStream creates the dead-letter stream (file storage,
-// limits retention) if it does not exist, and otherwise brings its mutable
-// settings in line with cfg. Idempotent.
+// limits retention, cfg.Replicas) if it does not exist, and otherwise brings
+// its mutable settings but the replicas in line with cfg. Idempotent.
 func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream, cfg DeadLetterConfig) (jetstream.Stream, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -265,7 +269,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 				continue
 			}
 			if err != nil {
-				return nil, fmt.Errorf("nats: create stream %s: %w", want.Name, err)
+				return nil, fmt.Errorf("nats: create stream %s at %d replicas: %w", want.Name, want.Replicas, replicasErr(err))
 			}
 			return s, nil
 		}
@@ -296,7 +300,9 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 
 // mergeMutable returns have with the settings EnsureStream manages taken
 // from want, leaving anything an operator set by hand (placement, sources,
-// compression, ...) alone.
+// compression, ...) alone. Replicas are not among them: a failed raise must
+// not stop a process start (RaiseReplicas), and lowering them is the
+// operator's call.
 func mergeMutable(have, want jetstream.StreamConfig) (jetstream.StreamConfig, bool) {
 	upd := have
 	changed := false
@@ -305,9 +311,6 @@ func mergeMutable(have, want jetstream.StreamConfig) (jetstream.StreamConfig, bo
 	}
 	if have.Duplicates != want.Duplicates {
 		upd.Duplicates, changed = want.Duplicates, true
-	}
-	if have.Replicas != want.Replicas {
-		upd.Replicas, changed = want.Replicas, true
 	}
 	if have.MaxAge != want.MaxAge {
 		upd.MaxAge, changed = want.MaxAge, true

@@ -285,8 +285,11 @@ func (p Projection) filters(partition int) []string {
 // Run starts every worker and returns when ctx ends and they have drained
 // (finished and acknowledged the batch in hand), or when one fails for good.
 func (r *Runtime) Run(ctx context.Context) error {
-	if err := r.EnsureConsumers(ctx); err != nil {
-		return err
+	// A consumer that cannot be created now (a NATS leader election, a
+	// cluster too busy to answer in time) is no reason to stop: each worker
+	// creates its own and retries until it exists.
+	if err := r.EnsureConsumers(ctx); err != nil && ctx.Err() == nil {
+		r.cfg.Logger.Warn("projections: consumers not all created yet; the workers retry", "err", err)
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(r.projections)*r.cfg.Partitions)

@@ -603,6 +603,36 @@ func TestRuntimeDeadLettersAnEventWhoseApplyPanics(t *testing.T) {
 	assertInOrder(t, store.recorder)
 }
 
+// TestRuntimeStartsBeforeItsConsumersCanBeCreated: a runtime whose
+// consumers cannot be created when it starts (here the stream is not there
+// yet; on a cluster, a leader election or a server too busy to answer in
+// time) keeps running, and its workers create them once they can and apply
+// everything.
+func TestRuntimeStartsBeforeItsConsumersCanBeCreated(t *testing.T) {
+	t.Parallel()
+	js := testenv.NATS(t, 2)
+	if err := js.JS.DeleteStream(t.Context(), jnats.DefaultStreamName); err != nil {
+		t.Fatal(err)
+	}
+	store := newRecorder("a")
+	rt, err := projections.NewRuntime(js.JS, projections.Config{Partitions: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startRuntime(t, js.JS, projections.Config{Partitions: 2, RetryBackoff: 50 * time.Millisecond}, store)
+	waitFor(t, "the workers to have tried", 5*time.Second, func() bool {
+		_, err := js.JS.Consumer(t.Context(), jnats.DefaultStreamName, rt.ConsumerName("orders", 0))
+		return errors.Is(err, jetstream.ErrStreamNotFound)
+	})
+	time.Sleep(200 * time.Millisecond) // a few of the workers' retries
+	if _, err := jnats.EnsureStream(t.Context(), js.JS, js.Stream); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, js, 20, 4)
+	waitFor(t, "every event applied", 20*time.Second, func() bool { return store.count() >= 20 })
+	assertInOrder(t, store)
+}
+
 // sequenceStore records the stream sequences it applies, in order, across
 // every aggregate of the partition.
 type sequenceStore struct {

@@ -76,7 +76,9 @@ type Main struct {
 	relayNC   *natsgo.Conn
 	js        jetstream.JetStream
 	streamCfg jnats.StreamConfig
-	relay     *relay.Relay
+	// replicas of the streams and bucket this process creates or raises.
+	replicas int
+	relay    *relay.Relay
 
 	redis  *redis.Client
 	ch     driver.Conn
@@ -182,9 +184,10 @@ func (m *Main) open(ctx context.Context) error {
 		if err := m.openClients(ctx); err != nil {
 			return err
 		}
-		if m.record, err = lifecycle.EnsureKVRecord(ctx, m.js); err != nil {
+		if m.record, err = lifecycle.EnsureKVRecord(ctx, m.js, m.replicas); err != nil {
 			return err
 		}
+		m.raiseReplicas(ctx, "KV_"+lifecycle.Bucket)
 		m.live = live.New()
 		if err := m.openModels(ctx); err != nil {
 			return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 
@@ -15,9 +16,10 @@ import (
 )
 
 // openBroker starts the embedded nats-server unless NATS_URL names an
-// external one (which must be ≥ 2.11), connects, and provisions the EVENTS
-// and DLQ streams. The embedded server admits only the user whose password
-// it keeps in DATA_DIR/nats-password.
+// external one or a cluster (≥ 2.11), connects, and provisions the EVENTS
+// and DLQ streams at NATS_REPLICAS replicas (0: 3 on a cluster, else 1),
+// raising streams created with fewer. The embedded server admits only the
+// user whose password it keeps in DATA_DIR/nats-password.
 func (m *Main) openBroker(ctx context.Context, name string) error {
 	url := m.cfg.NATSURL
 	if url == "" {
@@ -40,14 +42,48 @@ func (m *Main) openBroker(ctx context.Context, name string) error {
 	if m.js, err = jetstream.New(nc); err != nil {
 		return err
 	}
-	m.streamCfg = jnats.StreamConfig{Partitions: m.cfg.Partitions, DuplicateWindow: m.cfg.DuplicateWindow}
+	m.replicas = m.cfg.NATSReplicas
+	if m.replicas == 0 {
+		m.replicas = jnats.ClusterReplicas(nc)
+	}
+	m.streamCfg = jnats.StreamConfig{Partitions: m.cfg.Partitions, DuplicateWindow: m.cfg.DuplicateWindow, Replicas: m.replicas}
 	if _, err := jnats.EnsureStream(ctx, m.js, m.streamCfg); err != nil {
-		return err
+		return m.replicasHint(err)
 	}
-	if _, err := jnats.EnsureDeadLetterStream(ctx, m.js, jnats.DeadLetterConfig{}); err != nil {
-		return err
+	if _, err := jnats.EnsureDeadLetterStream(ctx, m.js, jnats.DeadLetterConfig{Replicas: m.replicas}); err != nil {
+		return m.replicasHint(err)
 	}
+	m.raiseReplicas(ctx, jnats.DefaultStreamName)
+	m.raiseReplicas(ctx, jnats.DefaultDeadLetterStreamName)
 	return nil
+}
+
+// replicasHint says what to set when the server cannot hold the replicas.
+func (m *Main) replicasHint(err error) error {
+	if !errors.Is(err, jnats.ErrReplicasUnavailable) {
+		return err
+	}
+	how := "picked from the server: 3 as it names a cluster"
+	if m.cfg.NATSReplicas != 0 {
+		how = "from nats-replicas ($NATS_REPLICAS)"
+	}
+	return fmt.Errorf("%w (%d replicas, %s; a first start needs that many JetStream servers online, "+
+		"or set NATS_REPLICAS to the number the cluster has)", err, m.replicas, how)
+}
+
+// raiseReplicas brings a stream created with fewer replicas (a deployment
+// grown from one server to a cluster) to the configured count. A failure,
+// such as a cluster with fewer servers than replicas, is logged and the process
+// runs on: the stream serves at its count, and the next start tries again.
+func (m *Main) raiseReplicas(ctx context.Context, stream string) {
+	had, err := jnats.RaiseReplicas(ctx, m.js, stream, m.replicas)
+	switch {
+	case err != nil:
+		m.logger.Warn("nats: stream keeps fewer replicas than configured; the next start raises them again",
+			"stream", stream, "replicas", had, "want", m.replicas, "err", err)
+	case had < m.replicas:
+		m.logger.Info("nats: stream raised to the configured replicas", "stream", stream, "from", had, "to", m.replicas)
+	}
 }
 
 // openRelay builds the relay that publishes the outbox to the stream and

@@ -23,12 +23,15 @@ import (
 // field has a default that works on a development machine; Validate names the
 // field that is wrong.
 type Config struct {
-	DatabaseURL    string
-	DBMaxConns     int32
-	RedisURL       string
-	RedisPrefix    string
-	NATSURL        string
-	NATSPort       int
+	DatabaseURL string
+	DBMaxConns  int32
+	RedisURL    string
+	RedisPrefix string
+	NATSURL     string
+	NATSPort    int
+	// NATSReplicas is the replica count of the streams and the bucket
+	// jetcqrs creates; 0 picks it from the server (jnats.ClusterReplicas).
+	NATSReplicas   int
 	DataDir        string
 	JWTSecret      string
 	HTTPAddr       string
@@ -63,6 +66,7 @@ var envNames = map[string]string{
 	"redis-prefix":      "REDIS_PREFIX",
 	"nats-url":          "NATS_URL",
 	"nats-port":         "NATS_PORT",
+	"nats-replicas":     "NATS_REPLICAS",
 	"nats-creds":        "NATS_CREDS",
 	"nats-nkey":         "NATS_NKEY",
 	"nats-user":         "NATS_USER",
@@ -93,8 +97,9 @@ func (c *Config) bind(fs *pflag.FlagSet) {
 	fs.Int32Var(&c.DBMaxConns, "db-max-conns", 20, "PostgreSQL pool size")
 	fs.StringVar(&c.RedisURL, "redis-url", "redis://127.0.0.1:6379/0", "Redis read store")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", "jetcqrs:", "prefix of every read-model key in Redis")
-	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS server (≥ 2.11); empty runs an embedded one")
+	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS server or cluster (≥ 2.11; several URLs comma-separated); empty runs an embedded one")
 	fs.IntVar(&c.NATSPort, "nats-port", 4223, "port of the embedded NATS server (loopback)")
+	fs.IntVar(&c.NATSReplicas, "nats-replicas", 0, "replicas of the streams and bucket jetcqrs creates (1-5); 0: 3 on a cluster, else 1")
 	c.bindNATSCredentials(fs)
 	fs.StringVar(&c.DataDir, "data-dir", "data", "directory for the embedded NATS store, the search index and the generated JWT secret")
 	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret (≥ 32 bytes); empty uses DATA_DIR/jwt-secret, generated on first use")
@@ -148,8 +153,20 @@ func (c *Config) Validate() error {
 	if c.RedisPrefix == "" || len(c.RedisPrefix) > 64 || strings.ContainsAny(c.RedisPrefix, " \t\r\n{}") {
 		return fmt.Errorf("config: redis-prefix ($REDIS_PREFIX) must be 1..64 characters without spaces or braces, got %q", c.RedisPrefix)
 	}
-	if c.NATSURL != "" && !strings.HasPrefix(c.NATSURL, "nats://") && !strings.HasPrefix(c.NATSURL, "tls://") {
-		return fmt.Errorf("config: nats-url ($NATS_URL) must be nats:// or tls://, got %q", c.NATSURL)
+	if c.NATSURL != "" {
+		for _, u := range strings.Split(c.NATSURL, ",") {
+			if u = strings.TrimSpace(u); !strings.HasPrefix(u, "nats://") && !strings.HasPrefix(u, "tls://") {
+				// The URL may carry a password: name its scheme only.
+				scheme, _, _ := strings.Cut(u, "://")
+				return fmt.Errorf("config: nats-url ($NATS_URL) must be nats:// or tls:// URLs, comma-separated; one starts %q", scheme)
+			}
+		}
+	}
+	if c.NATSReplicas < 0 || c.NATSReplicas > 5 {
+		return fmt.Errorf("config: nats-replicas ($NATS_REPLICAS) must be 1..5, or 0 to pick by the server, got %d", c.NATSReplicas)
+	}
+	if c.NATSReplicas > 1 && c.NATSURL == "" {
+		return fmt.Errorf("config: nats-replicas ($NATS_REPLICAS) %d needs a NATS cluster in nats-url ($NATS_URL); the embedded server is one node", c.NATSReplicas)
 	}
 	if c.NATSPort < -1 || c.NATSPort > 65535 {
 		return fmt.Errorf("config: nats-port ($NATS_PORT) must be a port number, got %d", c.NATSPort)

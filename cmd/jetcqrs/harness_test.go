@@ -243,8 +243,17 @@ func startPeer(t *testing.T, first *system, comp Components) *system {
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.JWTSecret = string(secret)
-	cfg.NATSURL = first.main.natsServer.ClientURL()
+	cfg.NATSURL = first.natsURL()
 	return startSystem(t, &cfg, comp)
+}
+
+// natsURL is where the other processes of s's deployment reach NATS: the
+// cluster s was given, or s's embedded server.
+func (s *system) natsURL() string {
+	if s.cfg.NATSURL != "" {
+		return s.cfg.NATSURL
+	}
+	return s.main.natsServer.ClientURL()
 }
 
 // order is one order of the write side, from PostgreSQL.

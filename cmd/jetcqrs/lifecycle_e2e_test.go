@@ -361,7 +361,7 @@ func startChild(t *testing.T, first *system) *child {
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	c := &child{base: "http://" + addr}
 	c.cmd = exec.Command(os.Args[0], "projector", "--http-addr", addr, "--data-dir", t.TempDir(),
-		"--nats-url", first.main.natsServer.ClientURL(), "--jwt-secret", string(secret),
+		"--nats-url", first.natsURL(), "--jwt-secret", string(secret),
 		"--database-url", first.cfg.DatabaseURL, "--redis-url", first.cfg.RedisURL, "--redis-prefix", first.cfg.RedisPrefix,
 		"--clickhouse-url", first.cfg.ClickHouseURL, "--partitions", strconv.Itoa(first.cfg.Partitions))
 	c.cmd.Env = append(os.Environ(), "JETCQRS_TEST_CHILD=1")

@@ -116,7 +116,7 @@ func (m *Main) openSharedForReadNode(ctx context.Context, specs []lifecycle.Spec
 		}
 	}
 	var err error
-	if m.record, err = lifecycle.EnsureKVRecord(ctx, m.js); err != nil {
+	if m.record, err = lifecycle.EnsureKVRecord(ctx, m.js, m.replicas); err != nil {
 		return err
 	}
 	m.live = live.New()

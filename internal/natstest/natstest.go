@@ -37,10 +37,26 @@ type Cluster struct {
 	srvs []*natsserver.Server
 }
 
+// HubDomain is the JetStream domain of a cluster started by StartHub: a
+// leaf node's streams reach its API as $JS.hub.API.
+const HubDomain = "hub"
+
 // Start starts the cluster and waits until JetStream has a meta leader.
 func Start(t testing.TB) *Cluster {
 	t.Helper()
-	clientPorts, routePorts := freePorts(t, Size), freePorts(t, Size)
+	return start(t, false)
+}
+
+// StartHub starts the cluster in JetStream domain HubDomain, accepting
+// leaf node connections (StartLeaf).
+func StartHub(t testing.TB) *Cluster {
+	t.Helper()
+	return start(t, true)
+}
+
+func start(t testing.TB, hub bool) *Cluster {
+	t.Helper()
+	clientPorts, routePorts, leafPorts := freePorts(t, Size), freePorts(t, Size), freePorts(t, Size)
 	routes := make([]string, Size)
 	for i, p := range routePorts {
 		routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", p)
@@ -64,12 +80,18 @@ func Start(t testing.TB) *Cluster {
 			},
 			Routes: natsserver.RoutesFromStr(strings.Join(routes, ",")),
 		}
+		if hub {
+			c.opts[i].JetStreamDomain = HubDomain
+			// Not advertised: a leaf reaches the hub through the address it
+			// was given only, so a test can cut that link.
+			c.opts[i].LeafNode = natsserver.LeafNodeOpts{Host: "127.0.0.1", Port: leafPorts[i], NoAdvertise: true}
+		}
 	}
 	t.Cleanup(c.shutdown)
 	for i := range Size {
 		c.start(i)
 	}
-	c.waitMetaLeader()
+	c.WaitMetaLeader()
 	return c
 }
 
@@ -101,7 +123,10 @@ func (c *Cluster) shutdown() {
 	}
 }
 
-func (c *Cluster) waitMetaLeader() {
+// WaitMetaLeader waits up to 30s until a running node leads JetStream's
+// meta group, which answers stream lookups and changes: after Kill of the
+// meta leader, its successor takes a few seconds.
+func (c *Cluster) WaitMetaLeader() {
 	c.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
@@ -167,20 +192,14 @@ func (c *Cluster) Provision(js jetstream.JetStream, partitions int) jnats.Stream
 	if _, err := jnats.EnsureDeadLetterStream(ctx, js, jnats.DeadLetterConfig{Replicas: Size}); err != nil {
 		c.t.Fatalf("natstest: provision DLQ: %v", err)
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      lifecycle.Bucket,
-		Description: "generations and rebuild leases of jetcqrs read models",
-		History:     8,
-		Storage:     jetstream.FileStorage,
-		Replicas:    Size,
-	}); err != nil {
+	if _, err := lifecycle.EnsureKVRecord(ctx, js, Size); err != nil {
 		c.t.Fatalf("natstest: provision bucket %s: %v", lifecycle.Bucket, err)
 	}
 	return cfg
 }
 
-// StreamLeader returns the index of the node leading stream, waiting up to
-// 30s for one to be elected.
+// StreamLeader returns the index of the node leading stream (a key-value
+// bucket's is "KV_<bucket>"), waiting up to 30s for one to be elected.
 func (c *Cluster) StreamLeader(stream string) int {
 	c.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)

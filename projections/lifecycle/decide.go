@@ -76,11 +76,11 @@ func Decide(f Facts) Step {
 	case !f.Fenced:
 		// Nearly there: under steady traffic the live generation is
 		// always a few events ahead somewhere, so only a pause settles it.
-		if f.Next.Pending <= f.Live.Pending+FenceSlack || covers(f.Next.AckFloor, f.Live.Delivered) {
+		if f.Next.Pending <= f.Live.Pending+FenceSlack || covers(f.Next, f.Live.Delivered) {
 			return Fence
 		}
 		return Wait
-	case f.Live.InFlight == 0 && covers(f.Next.AckFloor, f.Live.Delivered):
+	case f.Live.InFlight == 0 && covers(f.Next, f.Live.Delivered):
 		return Promote
 	case f.FencedFor >= MaxFence:
 		return Unfence
@@ -89,13 +89,21 @@ func Decide(f Facts) Step {
 	}
 }
 
-// covers reports whether floor reaches target on every partition.
-func covers(floor, target []uint64) bool {
+// covers reports whether next has applied, on every partition, everything
+// up to target. Its ack floor says so; so does its delivered sequence when
+// nothing is in flight, since everything delivered is then acknowledged. The
+// second matters at the stream's end: a consumer's delivered sequence moves
+// past events its filter skips, its ack floor only with an ack, so a
+// partition whose last events belong to other partitions would otherwise
+// never look covered while nothing new arrives (seen after a NATS leader
+// change, which leaves every consumer's delivered sequence at the stream's
+// last).
+func covers(next Progress, target []uint64) bool {
 	for i, t := range target {
 		if t == 0 {
 			continue
 		}
-		if i >= len(floor) || floor[i] < t {
+		if i >= len(next.AckFloor) || next.AckFloor[i] < t && (next.InFlight != 0 || next.Delivered[i] < t) {
 			return false
 		}
 	}

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -49,11 +51,13 @@ type KVRecord struct {
 var _ Record = (*KVRecord)(nil)
 
 // EnsureKVRecord creates the bucket when missing (file storage, a short
-// history of past states). An existing bucket is used as it is, so one an
-// operator created with more replicas on a cluster keeps them.
-func EnsureKVRecord(ctx context.Context, js jetstream.JetStream) (*KVRecord, error) {
+// history of past states, replicas copies: 3 on a cluster, so the record
+// outlives a server). An existing bucket is used as it is; raising its
+// replicas is its stream's (KV_jetcqrs_read_models) business, as for any
+// stream.
+func EnsureKVRecord(ctx context.Context, js jetstream.JetStream, replicas int) (*KVRecord, error) {
 	if kv, err := js.KeyValue(ctx, Bucket); err == nil {
-		return &KVRecord{kv: kv}, nil
+		return answering(ctx, kv)
 	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("lifecycle: bucket %s: %w", Bucket, err)
 	}
@@ -62,6 +66,7 @@ func EnsureKVRecord(ctx context.Context, js jetstream.JetStream) (*KVRecord, err
 		Description: "generations and rebuild leases of jetcqrs read models",
 		History:     8,
 		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
 	})
 	if errors.Is(err, jetstream.ErrBucketExists) {
 		// Another process created it meanwhile.
@@ -70,7 +75,28 @@ func EnsureKVRecord(ctx context.Context, js jetstream.JetStream) (*KVRecord, err
 	if err != nil {
 		return nil, fmt.Errorf("lifecycle: bucket %s: %w", Bucket, err)
 	}
-	return &KVRecord{kv: kv}, nil
+	return answering(ctx, kv)
+}
+
+// answering returns the record once its bucket answers reads: a replicated
+// bucket just created, or one whose servers just restarted, has no
+// responders until its replicas are up, and the first Get of a process
+// start must not fail for that.
+func answering(ctx context.Context, kv jetstream.KeyValue) (*KVRecord, error) {
+	for {
+		_, err := kv.Get(ctx, "probe")
+		if err == nil || errors.Is(err, jetstream.ErrKeyNotFound) {
+			return &KVRecord{kv: kv}, nil
+		}
+		if !errors.Is(err, natsgo.ErrNoResponders) {
+			return nil, fmt.Errorf("lifecycle: bucket %s: %w", Bucket, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("lifecycle: bucket %s does not answer: %w", Bucket, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // Get implements Record.
@@ -101,9 +127,7 @@ func (r *KVRecord) Put(ctx context.Context, model string, s State, revision uint
 	} else {
 		rev, err = r.kv.Update(ctx, model, value, revision)
 	}
-	var apiErr *jetstream.APIError
-	if errors.Is(err, jetstream.ErrKeyExists) ||
-		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+	if casConflict(err) {
 		return 0, fmt.Errorf("%w: %s", ErrChanged, model)
 	}
 	if err != nil {
@@ -139,6 +163,16 @@ func (r *KVRecord) Watch(ctx context.Context, fn func(Change)) error {
 			}
 		}
 	}
+}
+
+// casConflict reports a compare-and-set that lost: the key exists (Create)
+// or moved past the revision (Update). A replicated bucket reports the
+// latter with its own code (10164, not 10071).
+func casConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) ||
+		errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 func decodeState(b []byte) (State, error) {

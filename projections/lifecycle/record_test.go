@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetcqrs/jetcqrs/internal/natstest"
 	"github.com/jetcqrs/jetcqrs/internal/testenv"
 	"github.com/jetcqrs/jetcqrs/projections/lifecycle"
 )
@@ -16,37 +19,7 @@ import (
 func TestKVRecordCompareAndSetAndWatch(t *testing.T) {
 	t.Parallel()
 	js := testenv.NATS(t, 1)
-	r, err := lifecycle.EnsureKVRecord(t.Context(), js.JS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := lifecycle.EnsureKVRecord(t.Context(), js.JS); err != nil {
-		t.Fatalf("second EnsureKVRecord: %v", err)
-	}
-	st, rev, err := r.Get(t.Context(), "orders")
-	if err != nil || st.Live != 1 || rev != 0 {
-		t.Fatalf("Get before any record = %+v, %d, %v; want generation 1, revision 0", st, rev, err)
-	}
-	a, _, _ := st.Acquire("a", time.Now(), time.Minute)
-	rev, err = r.Put(t.Context(), "orders", a, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _, _ := st.Acquire("b", time.Now(), time.Minute)
-	if _, err := r.Put(t.Context(), "orders", b, 0); !errors.Is(err, lifecycle.ErrChanged) {
-		t.Fatalf("Put over an absent record that now exists: %v, want ErrChanged", err)
-	}
-	ready, _ := a.Ready("a")
-	if _, err := r.Put(t.Context(), "orders", ready, rev); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.Put(t.Context(), "orders", ready, rev); !errors.Is(err, lifecycle.ErrChanged) {
-		t.Fatalf("Put from a stale revision: %v, want ErrChanged", err)
-	}
-	got, _, err := r.Get(t.Context(), "orders")
-	if err != nil || got.Phase != lifecycle.PhaseBuilding || got.Owner != "a" || got.Rebuild != 2 {
-		t.Fatalf("Get = %+v, %v; want a building generation 2", got, err)
-	}
+	r := checkCompareAndSet(t, js.JS, 1)
 	kv, err := js.JS.KeyValue(t.Context(), lifecycle.Bucket)
 	if err != nil {
 		t.Fatal(err)
@@ -88,4 +61,60 @@ func TestKVRecordCompareAndSetAndWatch(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Watch ended with %v", err)
 	}
+}
+
+// TestKVRecordCompareAndSetOnACluster: on a three-node cluster the bucket
+// is created at three replicas, and a replicated bucket's lost
+// compare-and-set (reported with another code than on one server) still
+// reads as ErrChanged.
+func TestKVRecordCompareAndSetOnACluster(t *testing.T) {
+	t.Parallel()
+	c := natstest.Start(t)
+	_, js := c.Connect(t.Name())
+	checkCompareAndSet(t, js, natstest.Size)
+}
+
+// checkCompareAndSet creates the record at replicas, twice, and checks
+// that writes from a stale revision lose.
+func checkCompareAndSet(t *testing.T, js jetstream.JetStream, replicas int) *lifecycle.KVRecord {
+	t.Helper()
+	r, err := lifecycle.EnsureKVRecord(t.Context(), js, replicas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lifecycle.EnsureKVRecord(t.Context(), js, replicas); err != nil {
+		t.Fatalf("second EnsureKVRecord: %v", err)
+	}
+	s, err := js.Stream(t.Context(), "KV_"+lifecycle.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.Replicas; got != replicas {
+		t.Fatalf("bucket stream at %d replicas, want %d", got, replicas)
+	}
+	st, rev, err := r.Get(t.Context(), "orders")
+	if err != nil || st.Live != 1 || rev != 0 {
+		t.Fatalf("Get before any record = %+v, %d, %v; want generation 1, revision 0", st, rev, err)
+	}
+	a, _, _ := st.Acquire("a", time.Now(), time.Minute)
+	rev, err = r.Put(t.Context(), "orders", a, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, _ := st.Acquire("b", time.Now(), time.Minute)
+	if _, err := r.Put(t.Context(), "orders", b, 0); !errors.Is(err, lifecycle.ErrChanged) {
+		t.Fatalf("Put over an absent record that now exists: %v, want ErrChanged", err)
+	}
+	ready, _ := a.Ready("a")
+	if _, err := r.Put(t.Context(), "orders", ready, rev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Put(t.Context(), "orders", ready, rev); !errors.Is(err, lifecycle.ErrChanged) {
+		t.Fatalf("Put from a stale revision: %v, want ErrChanged", err)
+	}
+	got, _, err := r.Get(t.Context(), "orders")
+	if err != nil || got.Phase != lifecycle.PhaseBuilding || got.Owner != "a" || got.Rebuild != 2 {
+		t.Fatalf("Get = %+v, %v; want a building generation 2", got, err)
+	}
+	return r
 }

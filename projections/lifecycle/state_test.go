@@ -144,6 +144,12 @@ func TestDecide(t *testing.T) {
 			Live: p([]uint64{12, 20}, []uint64{12, 20}, 0), Next: p([]uint64{11, 20}, []uint64{11, 20}, 0)}, Wait},
 		{"fenced and covered", Facts{NextIntact: true, Fenced: true,
 			Live: p([]uint64{12, 20}, []uint64{12, 20}, 0), Next: p([]uint64{12, 25}, []uint64{12, 25}, 0)}, Promote},
+		// At the stream's end the delivered sequence passes events the
+		// filter skips; with nothing in flight it is all acknowledged.
+		{"fenced, at the stream's end, nothing in flight", Facts{NextIntact: true, Fenced: true,
+			Live: p([]uint64{528, 528}, []uint64{528, 348}, 0), Next: p([]uint64{528, 528}, []uint64{481, 348}, 0)}, Promote},
+		{"fenced, at the stream's end, the new one has events in flight", Facts{NextIntact: true, Fenced: true,
+			Live: p([]uint64{528, 528}, []uint64{528, 348}, 0), Next: p([]uint64{528, 528}, []uint64{481, 348}, 1)}, Wait},
 		{"fenced too long", Facts{NextIntact: true, Fenced: true, FencedFor: MaxFence,
 			Live: p([]uint64{12, 20}, []uint64{12, 20}, 0), Next: p([]uint64{11, 20}, []uint64{11, 20}, 0)}, Unfence},
 		{"consumers still being created", Facts{NextIntact: true,
