@@ -36,8 +36,8 @@ func TestEncodeOrderViewIsJSONMarshal(t *testing.T) {
 	for range 2000 {
 		v := OrderView{OrderID: randString(rng), UserID: randString(rng), Status: randString(rng),
 			TotalCents: rng.Int64() - rng.Int64(), Version: rng.Int64N(1000),
-			PlacedAt:   time.Unix(rng.Int64N(1<<35)-1<<34, rng.Int64N(1e9)).In(time.FixedZone("", 60*(rng.IntN(48*60)-24*60))),
-			UpdatedAt:  time.Unix(rng.Int64N(1<<33), rng.Int64N(1e9)).UTC()}
+			PlacedAt:  time.Unix(rng.Int64N(1<<35)-1<<34, rng.Int64N(1e9)).In(time.FixedZone("", 60*(rng.IntN(48*60)-24*60))),
+			UpdatedAt: time.Unix(rng.Int64N(1<<33), rng.Int64N(1e9)).UTC()}
 		for range rng.IntN(4) {
 			v.Items = append(v.Items, OrderLineView{SKU: randString(rng), Quantity: rng.Int64N(100), PriceCents: rng.Int64()})
 		}
