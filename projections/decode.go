@@ -74,7 +74,7 @@ func DecodeOrderEvent(e Envelope) (c OrderChange, ok bool, err error) {
 	for _, it := range snap.Items {
 		view.Items = append(view.Items, OrderLineView{SKU: it.SKU, Quantity: it.Quantity, PriceCents: it.PriceCents})
 	}
-	encoded, err := json.Marshal(view)
+	encoded, err := encodeOrderView(view)
 	if err != nil {
 		return OrderChange{}, false, &PoisonError{Seq: e.Seq, Reason: fmt.Sprintf("%s: encode view: %v", e.EventType, err)}
 	}
@@ -135,7 +135,16 @@ const (
 
 // OrderListMember is the list entry of an order placed at placedAt.
 func OrderListMember(placedAt time.Time, orderID string) string {
-	return fmt.Sprintf("%016x%03d|%s", uint64(placedAt.UnixMicro())^(1<<63), placedAt.Nanosecond()%1000, orderID)
+	b := make([]byte, 0, OrderMemberIDOffset+len(orderID))
+	// %016x of the flipped microseconds, then %03d of the nanoseconds below them.
+	us := uint64(placedAt.UnixMicro()) ^ (1 << 63)
+	const hexDigits = "0123456789abcdef"
+	for shift := 60; shift >= 0; shift -= 4 {
+		b = append(b, hexDigits[us>>uint(shift)&0xf])
+	}
+	ns := placedAt.Nanosecond() % 1000
+	b = append(b, byte('0'+ns/100), byte('0'+ns/10%10), byte('0'+ns%10), '|')
+	return string(append(b, orderID...))
 }
 
 // EncodeOrderCursor makes the cursor that follows member, the last of a

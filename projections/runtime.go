@@ -237,15 +237,39 @@ func ConsumerName(projection, generation string, partition int) string {
 
 // EnsureConsumers creates or updates every durable consumer. Idempotent.
 func (r *Runtime) EnsureConsumers(ctx context.Context) error {
-	for _, p := range r.projections {
+	_, err := r.ensureAll(ctx)
+	return err
+}
+
+// ensureAll creates or updates every durable consumer, several requests at
+// a time: each is a round trip to the server, which a rebuild's start
+// would otherwise wait out one after another. It returns them by
+// projection, then partition, nil for those it could not create, with the
+// errors of those.
+func (r *Runtime) ensureAll(ctx context.Context) ([][]jetstream.Consumer, error) {
+	out := make([][]jetstream.Consumer, len(r.projections))
+	errs := make([]error, len(r.projections)*r.cfg.Partitions)
+	sem := make(chan struct{}, ensureConcurrency)
+	var wg sync.WaitGroup
+	for i, p := range r.projections {
+		out[i] = make([]jetstream.Consumer, r.cfg.Partitions)
 		for part := 0; part < r.cfg.Partitions; part++ {
-			if _, err := r.ensureConsumer(ctx, p, part); err != nil {
-				return err
-			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				out[i][part], errs[i*r.cfg.Partitions+part] = r.ensureConsumer(ctx, p, part)
+			}()
 		}
 	}
-	return nil
+	wg.Wait()
+	// out holds nil where creating the consumer failed.
+	return out, errors.Join(errs...)
 }
+
+// ensureConcurrency bounds the consumer requests in flight at once.
+const ensureConcurrency = 8
 
 func (r *Runtime) ensureConsumer(ctx context.Context, p Projection, partition int) (jetstream.Consumer, error) {
 	cc := jetstream.ConsumerConfig{
@@ -286,20 +310,22 @@ func (p Projection) filters(partition int) []string {
 // (finished and acknowledged the batch in hand), or when one fails for good.
 func (r *Runtime) Run(ctx context.Context) error {
 	// A consumer that cannot be created now (a NATS leader election, a
-	// cluster too busy to answer in time) is no reason to stop: each worker
-	// creates its own and retries until it exists.
-	if err := r.EnsureConsumers(ctx); err != nil && ctx.Err() == nil {
+	// cluster too busy to answer in time) is no reason to stop: its worker
+	// creates it and retries until it exists.
+	consumers, err := r.ensureAll(ctx)
+	if err != nil && ctx.Err() == nil {
 		r.cfg.Logger.Warn("projections: consumers not all created yet; the workers retry", "err", err)
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(r.projections)*r.cfg.Partitions)
-	for _, p := range r.projections {
+	for i, p := range r.projections {
 		var store Applier = recovering{p.Store}
 		if p.CommitInterval > 0 {
 			store = newGroupCommit(store, p.CommitInterval, r.cfg.BatchSize*r.cfg.Partitions)
 		}
 		for part := 0; part < r.cfg.Partitions; part++ {
-			w := &worker{rt: r, p: p, store: store, partition: part,
+			c := consumers[i][part]
+			w := &worker{rt: r, p: p, store: store, partition: part, consumer: c, created: c != nil,
 				log: r.cfg.Logger.With("projection", p.Name, "partition", part)}
 			wg.Add(1)
 			go func() {
@@ -330,6 +356,7 @@ type worker struct {
 	partition int
 	log       *slog.Logger
 	consumer  jetstream.Consumer
+	created   bool             // the consumer was created once: if it is gone, the generation may be retired
 	stream    jetstream.Stream // looked up on the first gap check
 	order     order
 }
@@ -362,9 +389,9 @@ func (w *worker) run(ctx context.Context) error {
 	if w.rt.cfg.StartDelay != nil {
 		sleep(ctx, w.rt.cfg.StartDelay(w.partition))
 	}
-	for created := false; ctx.Err() == nil; {
+	for ctx.Err() == nil {
 		if w.consumer == nil {
-			if created && w.rt.cfg.Retired != nil && w.rt.cfg.Retired(ctx) {
+			if w.created && w.rt.cfg.Retired != nil && w.rt.cfg.Retired(ctx) {
 				w.log.Info("generation retired; worker stops")
 				return nil
 			}
@@ -374,7 +401,7 @@ func (w *worker) run(ctx context.Context) error {
 				sleep(ctx, w.rt.cfg.RetryBackoff)
 				continue
 			}
-			w.consumer, created = c, true
+			w.consumer, w.created = c, true
 			w.order = order{} // a re-created consumer counts its deliveries anew
 		}
 		if err := w.fetch(ctx); err != nil && ctx.Err() == nil {

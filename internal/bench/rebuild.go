@@ -115,9 +115,10 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (string, error) {
 	out.WriteString("generation over an empty store, as a rebuild does (16 pinned durable consumers, batches of 256, the model's\n")
 	out.WriteString("commit interval), until every event is applied. ev/s = the model's events ÷ wall time; stream ev/s = the whole\n")
 	out.WriteString("stream ÷ the rebuild's wall time (how the target is stated); per core = the model's events ÷ the process's CPU time\n")
-	out.WriteString("(user + system, the embedded nats-server included; Redis and ClickHouse run apart).\n\n")
-	out.WriteString("| read model | events | bare ev/s | bare ev/CPU-s | rebuild ev/s | rebuild ev/CPU-s | rebuild stream ev/s | rebuild / bare |\n")
-	out.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	out.WriteString("(user + system, the embedded nats-server included; Redis and ClickHouse run apart); load = the machine's one-minute\n")
+	out.WriteString("load average after the rebuild (above 2, other work competed for the two cores).\n\n")
+	out.WriteString("| read model | events | bare ev/s | bare ev/CPU-s | rebuild ev/s | rebuild ev/CPU-s | rebuild stream ev/s | rebuild / bare | load |\n")
+	out.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	var missed []string
 	for i, m := range models {
 		want := uint64(len(filterEvents(events, m.AggregateTypes, m.EventTypes...)))
@@ -141,8 +142,12 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (string, error) {
 		}
 		br, rr := bare.rate(want), rebuild.rate(want)
 		whole := rebuild.rate(uint64(len(events)))
-		fmt.Fprintf(&out, "| %s | %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f |\n", m.Name, want, br, bare.perCPU(want),
-			rr, rebuild.perCPU(want), whole, rr/br)
+		load := "n/a"
+		if l := loadAverage(); l != nil {
+			load = fmt.Sprintf("%.1f", *l)
+		}
+		fmt.Fprintf(&out, "| %s | %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f | %s |\n", m.Name, want, br, bare.perCPU(want),
+			rr, rebuild.perCPU(want), whole, rr/br, load)
 		fmt.Fprintf(cfg.Log, "%s: %d events; bare %.0f ev/s, rebuild %.0f ev/s (%s)\n", m.Name, want, br, rr, rebuild.wall)
 		if (m.Name == "orders" || m.Name == "inventory") && whole < 50_000 {
 			missed = append(missed, fmt.Sprintf("%s %.0f stream ev/s (%.0f%% of the target)", m.Name, whole, whole/500))
@@ -150,14 +155,22 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (string, error) {
 	}
 	fmt.Fprintf(&out, "\nTarget (≥ 50,000 events/s for the Redis models, whole stream ÷ time): %s.\n", verdict(missed))
 	if len(missed) > 0 {
-		out.WriteString("\nWhy, from `--cpuprofile` and the per-core column: the runtime starts applying within about 0.1 s, so the time\n")
-		out.WriteString("is the applying itself, and a rebuild costs the process one and a half to three times the CPU per event of the bare consumer\n")
-		out.WriteString("(the Redis server's Lua work comes on top, on the same two cores). A third of the process's CPU is the nats-server\n")
-		out.WriteString("matching each of the 16 partition consumers' filter subjects against the interleaved stream\n")
-		out.WriteString("(`firstMatchingMulti`, `_intersectGSL`), where the bare side has one consumer; the rest is decoding, the Redis\n")
-		out.WriteString("client and the double acks. At about 21,000–27,000 of the model's events per CPU-second, 50,000 stream events/s\n")
-		out.WriteString("needs more than this machine's two cores; every projector process applies a share of the partitions, so a\n")
-		out.WriteString("second process on another machine adds its cores. Runs on this shared machine vary by up to 2×.\n")
+		out.WriteString("\nWhy, from `--cpuprofile` (one model at a time, 120,000-event streams) and the per-core column: a rebuild costs\n")
+		out.WriteString("the process about three times the CPU per event of the bare consumer for orders (one filter subject); for the\n")
+		out.WriteString("multi-filter models the bare consumer pays the same subject matching, so the gap is smaller (the Redis server's work\n")
+		out.WriteString("comes on top, on the same two cores). The runtime's own work\n")
+		out.WriteString("(decoding, the Redis client with one pipeline and one script call per batch, the acks) is about a third of an orders\n")
+		out.WriteString("rebuild; most of the rest is the nats-server finding each of the 16 partition consumers' next event in the\n")
+		out.WriteString("interleaved stream: with one filter it loads every message once per consumer (`firstMatching`, `msgFromBufEx`), with\n")
+		out.WriteString("several it intersects its subject tree with the filters (`firstMatchingMulti`, `IntersectGSL`), dearer still; then\n")
+		out.WriteString("the consumers' state writes, the connections and the GC. Tried and not kept: batches of 1024 instead of 256 (orders\n")
+		out.WriteString("25,401 vs 26,308 ev/CPU-s in a paired run: no gain); one `events.*.<p>.*` filter per partition consumer, skipping\n")
+		out.WriteString("other events in the client (inventory 23,400–27,100 vs 20,700–22,500 ev/CPU-s, catalog and sales no better: the\n")
+		out.WriteString("server's matching saved is mostly spent delivering and acknowledging the extra events, while it changes every\n")
+		out.WriteString("durable consumer's filter and the pending counts). At about 20,000–27,000 of the model's events per CPU-second,\n")
+		out.WriteString("50,000 stream events/s asks for more than this machine's two cores; every projector process applies a share of the\n")
+		out.WriteString("partitions, so a second process on another machine adds its cores. Runs on this shared machine vary by up to 2×:\n")
+		out.WriteString("compare the ev/CPU-s columns, and the load.\n")
 	}
 	return out.String(), nil
 }
