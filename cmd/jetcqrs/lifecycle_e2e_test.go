@@ -187,13 +187,13 @@ func TestRedisLosingItsDataUnderSeveralProjectors(t *testing.T) {
 				t.Fatal(err)
 			}
 			w.waitFor(w.count.Load() + 50)
-			s.awaitGeneration(2, time.Minute, "orders", "inventory")
+			s.awaitGeneration(2, 2*time.Minute, "orders", "inventory")
 
 			rs.kill()
 			w.waitFor(w.count.Load() + 30)
 			rs.start()
 			w.waitFor(w.count.Load() + 50)
-			s.awaitGeneration(3, time.Minute, "orders", "inventory")
+			s.awaitGeneration(3, 2*time.Minute, "orders", "inventory")
 			w.waitFor(w.count.Load() + 50)
 			w.stop()
 			s.awaitLive(admin, time.Minute)
@@ -250,7 +250,7 @@ func TestConcurrentRebuildRequestsRunOneRebuildOnEveryProcess(t *testing.T) {
 			t.Fatalf("two rebuilds of %s at once answered %v, want one 202 and one 409", name, codes)
 		}
 	}
-	s.awaitGeneration(2, time.Minute, "orders", "inventory", "sales")
+	s.awaitGeneration(2, 2*time.Minute, "orders", "inventory", "sales")
 	w.stop()
 	s.awaitLive(admin, time.Minute)
 	guard.stop()
@@ -304,7 +304,7 @@ func TestPromotionRacingAProcessStartIsFollowed(t *testing.T) {
 	}
 
 	s.expect(http.StatusAccepted, http.MethodPost, "/v1/admin/projections/orders/rebuild", admin, nil, nil, nil)
-	s.awaitGeneration(2, time.Minute, "orders")
+	s.awaitGeneration(2, 2*time.Minute, "orders")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
