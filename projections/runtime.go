@@ -432,21 +432,30 @@ func (w *worker) fetch(ctx context.Context) error {
 	// its subscription while the server may still be delivering to it, and
 	// an event lost that way waits out AckWait, holding up its partition
 	// (a worker admits only a partition's next event). So a stopping worker
-	// stops applying but drains the pull request until the server ends it
-	// (FetchContext asks the server to end it before the deadline), giving
-	// back what it delivers. Stopping takes at most FetchWait longer.
+	// stops applying and leaves the pull request to a goroutine that gives
+	// back what it still delivers until the server ends it (FetchContext
+	// asks the server to end it before the deadline): the worker stops at
+	// once, and nothing the server sent is dropped unanswered.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.rt.cfg.FetchWait)
-	defer cancel()
 	batch, err := w.consumer.Fetch(w.rt.cfg.BatchSize, jetstream.FetchContext(fctx),
 		jetstream.FetchPriorityGroup(priorityGroup))
 	if err != nil {
+		cancel()
 		return err
 	}
 	msgs := batch.Messages()
-	defer func() {
+	giveBack := func() {
+		defer cancel()
 		for m := range msgs {
 			_ = m.NakWithDelay(giveBackDelay)
 		}
+	}
+	defer func() {
+		if ctx.Err() != nil {
+			go giveBack()
+			return
+		}
+		giveBack()
 	}()
 	chunk := make([]jetstream.Msg, 0, w.rt.cfg.BatchSize)
 	for {
