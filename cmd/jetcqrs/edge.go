@@ -40,10 +40,13 @@ func (m *Main) openMirror(ctx context.Context) error {
 		return errors.New("nats-hub-url ($NATS_HUB_URL): an edge node is `jetcqrs query-api` with REDIS_URL=none and " +
 			"CLICKHOUSE_URL=none and no ELASTICSEARCH_URL: it keeps every read model itself")
 	}
+	// The hub's last sequence, asked before the mirror is created, once
+	// the hub's JetStream answers across the link.
+	hubSeq := m.hubLastSeq(ctx)
 	if _, err := jnats.EnsureMirror(ctx, m.js, jnats.DefaultStreamName, m.cfg.NATSHubDomain); err != nil {
 		return err
 	}
-	m.awaitMirror(ctx, m.hubLastSeq(ctx))
+	m.awaitMirror(ctx, hubSeq)
 	m.streamCfg = jnats.StreamConfig{Name: jnats.DefaultStreamName}
 	m.replicas = 1
 	m.edge = &edgeMonitor{js: m.js, stream: jnats.DefaultStreamName, hubDomain: m.cfg.NATSHubDomain,

@@ -84,6 +84,11 @@ func EdgeCatchUp(ctx context.Context, cfg EdgeCatchUpConfig) (string, error) {
 			link.close()
 			return nil, nil, nil, nil, err
 		}
+		if err := waitLinked(ctx, srv); err != nil {
+			srv.Shutdown()
+			link.close()
+			return nil, nil, nil, nil, err
+		}
 		nc, err := jnats.Connect(ctx, srv.ClientURL(), "bench-"+name, logger)
 		if err == nil {
 			var js jetstream.JetStream
