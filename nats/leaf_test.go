@@ -42,7 +42,7 @@ func TestEmbeddedEdgeMirrorsEmbeddedHub(t *testing.T) {
 	creds := hub.Credentials()
 	edgeDir := t.TempDir()
 	edge, err := StartEmbedded(ServerConfig{Port: RandomPort, StoreDir: edgeDir, PasswordFile: filepath.Join(edgeDir, "password"),
-		Domain: "edge-1", Hub: &LeafRemote{URLs: []string{"nats-leaf://" + creds.User + ":" + creds.Password + "@" + leafAddr}}}, logger)
+		Domain: "edge-1", Name: "jetcqrs-edge-1", Hub: &LeafRemote{URLs: []string{"nats-leaf://" + creds.User + ":" + creds.Password + "@" + leafAddr}}}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

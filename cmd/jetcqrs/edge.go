@@ -32,6 +32,16 @@ func (c *Config) leafRemote() *jnats.LeafRemote {
 	return &jnats.LeafRemote{URLs: strings.Split(c.NATSHubURL, ","), Credentials: c.NATSHubCreds}
 }
 
+// embeddedServerName is the embedded server's name: an edge's carries its
+// domain, since servers joined by leaf connections must be named apart
+// (with the hub's name twice, a mirror takes half a minute to start).
+func (c *Config) embeddedServerName() string {
+	if c.isEdge() {
+		return jnats.DefaultServerName + "-" + c.NATSDomain
+	}
+	return ""
+}
+
 // openMirror makes the edge's EVENTS a mirror of the hub's, which the read
 // node then consumes as it would the hub's stream: the mirror keeps the
 // hub's sequence numbers.

@@ -78,7 +78,7 @@ func EdgeCatchUp(ctx context.Context, cfg EdgeCatchUpConfig) (string, error) {
 			return nil, nil, nil, nil, err
 		}
 		srv, err := jnats.StartEmbedded(jnats.ServerConfig{Port: jnats.RandomPort, StoreDir: filepath.Join(dir, name),
-			PasswordFile: filepath.Join(dir, name+"-password"), Domain: name,
+			PasswordFile: filepath.Join(dir, name+"-password"), Domain: name, Name: "jetcqrs-" + name,
 			Hub: &jnats.LeafRemote{URLs: []string{"nats-leaf://" + creds.User + ":" + creds.Password + "@" + link.addr()}}}, logger)
 		if err != nil {
 			link.close()
