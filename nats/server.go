@@ -57,6 +57,14 @@ type ServerConfig struct {
 	// ReadyTimeout bounds how long StartEmbedded waits for the server to
 	// accept connections. Default 10s.
 	ReadyTimeout time.Duration
+	// Domain is the server's JetStream domain; an edge's server has one of
+	// its own, apart from its hub's (see Hub).
+	Domain string
+	// Hub, when set, joins the server to a hub as a leaf node (an edge).
+	Hub *LeafRemote
+	// LeafAddr, when set (host:port), makes the server a hub: edges' servers
+	// join it there as leaf nodes, authenticating as the clients do.
+	LeafAddr string
 }
 
 func (c ServerConfig) withDefaults() ServerConfig {
@@ -150,7 +158,23 @@ func StartEmbedded(cfg ServerConfig, logger *slog.Logger) (*Server, error) {
 		// The JetStream API, the KV buckets and events.> are all in the
 		// global account this user belongs to; with a user configured, an
 		// unauthenticated client is refused at CONNECT.
-		Users: users,
+		Users:           users,
+		JetStreamDomain: cfg.Domain,
+	}
+	if cfg.Hub != nil {
+		remote, err := cfg.Hub.options()
+		if err != nil {
+			return nil, err
+		}
+		opts.LeafNode.Remotes = []*natsserver.RemoteLeafOpts{remote}
+	}
+	if cfg.LeafAddr != "" {
+		host, port, err := net.SplitHostPort(cfg.LeafAddr)
+		p, perr := strconv.Atoi(port)
+		if err != nil || perr != nil || p < 0 || p > 65535 {
+			return nil, fmt.Errorf("nats: ServerConfig.LeafAddr %q is not host:port", cfg.LeafAddr)
+		}
+		opts.LeafNode.Host, opts.LeafNode.Port = host, p
 	}
 	ns, err := natsserver.NewServer(opts)
 	if err != nil {

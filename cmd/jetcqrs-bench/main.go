@@ -49,7 +49,7 @@ func benchCmd() *cobra.Command {
 	cfg := &config{}
 	mixed := &mixedFlags{}
 	cmd := &cobra.Command{
-		Use:           "jetcqrs-bench [all|place-order|relay-drain|relay-latency|projection-apply|embedded-apply|query-get-order|end-to-end|rebuild|catalog-search|mixed|read-node]",
+		Use:           "jetcqrs-bench [all|place-order|relay-drain|relay-latency|projection-apply|embedded-apply|query-get-order|end-to-end|rebuild|catalog-search|mixed|read-node|edge-catch-up]",
 		Short:         "Run benchmarks against their raw baselines and record the figures in docs/benchmarks.md",
 		Args:          cobra.ExactArgs(1),
 		SilenceUsage:  true,
@@ -119,6 +119,11 @@ func benchCmd() *cobra.Command {
 				// The ladder, then the system and the bare baseline at saturation.
 				"mixed": func() (string, error) {
 					return mixed.run(cmd, cfg, server, duration)
+				},
+				// Both links of two edges cut under publishes, then a bare mirror's
+				// and an edge read node's catch-up.
+				"edge-catch-up": func() (string, error) {
+					return bench.EdgeCatchUp(cmd.Context(), bench.EdgeCatchUpConfig{Events: int(duration.Seconds() * 5000), Log: log})
 				},
 				// Three runs of --duration each: the read node applying the stream,
 				// reads on the read node, reads on serve; writes go on throughout.

@@ -89,8 +89,11 @@ type Main struct {
 	models *lifecycle.Manager
 	// node keeps a read node's own read models.
 	node *readnode.Node
+	// edge follows an edge node's mirror of the hub's EVENTS.
+	edge *edgeMonitor
 
 	checks   map[string]func(context.Context) error
+	details  map[string]func(context.Context) any
 	server   *http.Server
 	listener net.Listener
 	metrics  *metricsEndpoint // nil while /metrics is on the API listener
@@ -100,7 +103,7 @@ type Main struct {
 // everything opened so far is closed.
 func NewMain(ctx context.Context, cfg *Config, comp Components, logger *slog.Logger) (*Main, error) {
 	m := &Main{cfg: cfg, comp: comp, logger: logger, registry: prometheus.NewRegistry(),
-		checks: map[string]func(context.Context) error{}}
+		checks: map[string]func(context.Context) error{}, details: map[string]func(context.Context) any{}}
 	var err error
 	if m.tracing, err = telemetry.Setup(ctx, cfg.Tracing); err != nil {
 		return nil, err
@@ -231,7 +234,7 @@ func (m *Main) open(ctx context.Context) error {
 	if admin != nil || relayStatus != nil {
 		mounts = append(mounts, adminapi.New(admin, relayStatus, tokens, m.logger).Mount)
 	}
-	r, err := httpx.NewRouter(httpx.RouterConfig{Logger: m.logger, Registry: m.registry, Checks: m.checks,
+	r, err := httpx.NewRouter(httpx.RouterConfig{Logger: m.logger, Registry: m.registry, Checks: m.checks, Details: m.details,
 		MetricsElsewhere: m.cfg.MetricsAddr != "", Tracer: m.optionalTracer(telemetry.ScopeHTTP)}, mounts...)
 	if err != nil {
 		return err
@@ -314,6 +317,9 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	if m.node != nil {
 		g.Go(func() error { return m.node.Run(ctx) })
+	}
+	if m.edge != nil {
+		g.Go(func() error { return m.edge.Run(ctx) })
 	}
 	if m.relay != nil {
 		g.Go(func() error {

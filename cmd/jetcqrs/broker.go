@@ -24,7 +24,7 @@ func (m *Main) openBroker(ctx context.Context, name string) error {
 	url := m.cfg.NATSURL
 	if url == "" {
 		srv, err := jnats.StartEmbedded(jnats.ServerConfig{Port: m.cfg.NATSPort, StoreDir: filepath.Join(m.cfg.DataDir, "nats"),
-			PasswordFile: m.cfg.natsPasswordFile()}, m.logger)
+			PasswordFile: m.cfg.natsPasswordFile(), Domain: m.cfg.NATSDomain, Hub: m.cfg.leafRemote(), LeafAddr: m.cfg.NATSLeafAddr, Name: m.cfg.embeddedServerName()}, m.logger)
 		if err != nil {
 			return fmt.Errorf("embedded NATS: %w (set NATS_PORT to another port, or NATS_URL to use an external server)", err)
 		}
@@ -41,6 +41,9 @@ func (m *Main) openBroker(ctx context.Context, name string) error {
 	}
 	if m.js, err = jetstream.New(nc); err != nil {
 		return err
+	}
+	if m.cfg.isEdge() {
+		return m.openMirror(ctx)
 	}
 	m.replicas = m.cfg.NATSReplicas
 	if m.replicas == 0 {

@@ -53,6 +53,14 @@ type Config struct {
 	NATSCA, NATSCert, NATSKey                              string
 	// MetricsAddr, when set, serves /metrics there instead of on HTTPAddr.
 	MetricsAddr string
+	// Edge mode (a read node at another site): the embedded server joins
+	// the hub at NATSHubURL as a leaf node, in JetStream domain NATSDomain,
+	// and mirrors EVENTS from the hub's domain NATSHubDomain; commands go
+	// to the hub's command API at HubAPIURL.
+	NATSHubURL, NATSHubCreds, NATSDomain, NATSHubDomain, HubAPIURL string
+	// NATSLeafAddr makes the embedded server a hub edges join as leaf
+	// nodes (with NATSDomain naming the hub's domain).
+	NATSLeafAddr string
 	// Tracing chooses the trace exporter (OTEL_TRACES_EXPORTER and the
 	// OTLP protocol); the SDK reads the other OTEL_* variables itself.
 	Tracing telemetry.Config
@@ -90,6 +98,12 @@ var envNames = map[string]string{
 	"clickhouse-url":    "CLICKHOUSE_URL",
 	"elasticsearch-url": "ELASTICSEARCH_URL",
 	"consistency-wait":  "CONSISTENCY_WAIT",
+	"nats-hub-url":      "NATS_HUB_URL",
+	"nats-hub-creds":    "NATS_HUB_CREDS",
+	"nats-domain":       "NATS_DOMAIN",
+	"nats-hub-domain":   "NATS_HUB_DOMAIN",
+	"hub-api-url":       "HUB_API_URL",
+	"nats-leaf-addr":    "NATS_LEAF_ADDR",
 }
 
 func (c *Config) bind(fs *pflag.FlagSet) {
@@ -116,6 +130,7 @@ func (c *Config) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ClickHouseURL, "clickhouse-url", "clickhouse://127.0.0.1:9000/default", "ClickHouse (native protocol) for sales analytics")
 	fs.StringVar(&c.ElasticsearchURL, "elasticsearch-url", "", "Elasticsearch for the catalog; empty uses the embedded Bleve index in DATA_DIR")
 	fs.DurationVar(&c.ConsistencyWait, "consistency-wait", 2*time.Second, "how long a GET with X-Consistency-Token waits for the read model")
+	c.bindEdge(fs)
 }
 
 // applyEnv sets every flag not given on the command line from its
@@ -222,7 +237,7 @@ func (c *Config) Validate() error {
 	if c.ConsistencyWait <= 0 || c.ConsistencyWait > time.Minute {
 		return fmt.Errorf("config: consistency-wait ($CONSISTENCY_WAIT) must be in (0, 1m], got %s", c.ConsistencyWait)
 	}
-	return nil
+	return c.validateEdge()
 }
 
 // Secret returns the JWT secret: the configured one, or the one kept in

@@ -86,9 +86,15 @@ func (m *Main) openReadNode(ctx context.Context, tokens *auth.Tokens) (func(chi.
 		queryapi.Config{ConsistencyWait: m.cfg.ConsistencyWait, Tracer: m.optionalTracer(telemetry.ScopeQueryAPI)})
 	return func(r chi.Router) {
 		r.Group(func(r chi.Router) {
+			if m.edge != nil {
+				r.Use(m.edge.Header)
+			}
 			r.Use(node.Gate)
 			api.Mount(r)
 		})
+		if m.edge != nil {
+			m.mountCommandForward(r)
+		}
 		r.Group(func(r chi.Router) {
 			r.Use(httpx.Authenticate(tokens))
 			node.MountRebuild(r)

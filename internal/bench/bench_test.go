@@ -51,6 +51,9 @@ func TestBenchmarksWriteTables(t *testing.T) {
 		{"rebuild", func(log io.Writer) (string, error) {
 			return Rebuild(ctx, RebuildConfig{RedisURL: redisURL, ClickHouseURL: chURL, Events: 6000, Log: log})
 		}},
+		{"edge-catch-up", func(log io.Writer) (string, error) {
+			return EdgeCatchUp(ctx, EdgeCatchUpConfig{Events: 2000, Log: log})
+		}},
 		{"end-to-end", func(log io.Writer) (string, error) {
 			return EndToEnd(ctx, EndToEndConfig{ServerURL: server, RedisURL: redisURL, ClickHouseURL: chURL,
 				Rates: []int{50}, Duration: time.Second, Workers: 8, MaxConns: 4, Log: log})

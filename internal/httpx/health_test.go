@@ -25,7 +25,7 @@ func TestReadyzNamesChecksNotErrors(t *testing.T) {
 	Health(r, map[string]func(context.Context) error{
 		"postgres": func(context.Context) error { return errors.New(secretish) },
 		"nats":     func(context.Context) error { return nil },
-	}, slog.New(slog.NewTextHandler(&logs, nil)))
+	}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 
 	rec := httptest.NewRecorder()
 	r.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
@@ -50,10 +50,12 @@ func TestReadyzNamesChecksNotErrors(t *testing.T) {
 	}
 
 	ok := chi.NewRouter()
-	Health(ok, map[string]func(context.Context) error{"postgres": func(context.Context) error { return nil }}, slog.Default())
+	Health(ok, map[string]func(context.Context) error{"postgres": func(context.Context) error { return nil }}, slog.Default(),
+		map[string]func(context.Context) any{"edge": func(context.Context) any { return map[string]int{"stale_seconds": 7} }})
 	rec = httptest.NewRecorder()
 	ok.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
-	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"ready":true`) {
-		t.Errorf("/readyz with every check passing = %d %s, want 200 ready", rec.Code, rec.Body)
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"ready":true`) ||
+		!strings.Contains(rec.Body.String(), `"detail":{"edge":{"stale_seconds":7}}`) {
+		t.Errorf("/readyz with every check passing = %d %s, want 200 ready with the edge's detail", rec.Code, rec.Body)
 	}
 }

@@ -142,8 +142,9 @@ const (
 
 // Health serves /healthz (process alive) and /readyz (every check passes):
 // each check's name and state, CheckOK or CheckFailing, with a failing
-// check's error logged through logger.
-func Health(r chi.Router, checks map[string]func(context.Context) error, logger *slog.Logger) {
+// check's error logged through logger; and, under "detail", what each of
+// details reports.
+func Health(r chi.Router, checks map[string]func(context.Context) error, logger *slog.Logger, details map[string]func(context.Context) any) {
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -166,7 +167,15 @@ func Health(r chi.Router, checks map[string]func(context.Context) error, logger 
 			status = http.StatusServiceUnavailable
 			w.Header().Set("Retry-After", "1")
 		}
-		WriteJSON(w, status, map[string]any{"ready": ok, "checks": out})
+		body := map[string]any{"ready": ok, "checks": out}
+		if len(details) > 0 {
+			d := map[string]any{}
+			for name, detail := range details {
+				d[name] = detail(ctx)
+			}
+			body["detail"] = d
+		}
+		WriteJSON(w, status, body)
 	})
 }
 

@@ -22,6 +22,8 @@ const (
 	CodeUnavailable          domain.Code = "unavailable"
 	CodeInternal             domain.Code = "internal"
 	CodeConsistencyTimeout   domain.Code = "consistency_timeout"
+	// CodeHubUnreachable: an edge node cannot pass a command on to the hub.
+	CodeHubUnreachable domain.Code = "hub_unreachable"
 )
 
 // Problem is an RFC 9457 problem detail with the stable code clients match on.
@@ -54,6 +56,7 @@ var statusOf = map[domain.Code]int{
 	CodeInternal:                    http.StatusInternalServerError,
 	CodeUnavailable:                 http.StatusServiceUnavailable,
 	CodeConsistencyTimeout:          http.StatusServiceUnavailable,
+	CodeHubUnreachable:              http.StatusServiceUnavailable,
 }
 
 // StatusOf returns the HTTP status of a problem code.

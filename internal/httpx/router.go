@@ -21,6 +21,8 @@ type RouterConfig struct {
 	MetricsElsewhere bool
 	// Checks are the dependencies /readyz checks.
 	Checks map[string]func(context.Context) error
+	// Details are facts /readyz reports beside the checks, by name.
+	Details map[string]func(context.Context) any
 	// Tracer, when set, starts a server span per request (Trace).
 	Tracer trace.Tracer
 }
@@ -46,7 +48,7 @@ func NewRouter(cfg RouterConfig, mounts ...func(chi.Router)) (chi.Router, error)
 	for _, mount := range mounts {
 		mount(r)
 	}
-	Health(r, cfg.Checks, cfg.Logger)
+	Health(r, cfg.Checks, cfg.Logger, cfg.Details)
 	if cfg.Registry != nil && !cfg.MetricsElsewhere {
 		r.Handle("/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 	}
