@@ -90,7 +90,7 @@ type Main struct {
 	// node keeps a read node's own read models.
 	node *readnode.Node
 	// edge follows an edge node's mirror of the hub's EVENTS.
-	edge *edgeMonitor
+	edge *readnode.EdgeMonitor
 
 	checks   map[string]func(context.Context) error
 	details  map[string]func(context.Context) any

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/jetcqrs/jetcqrs/readnode"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -142,10 +143,10 @@ func TestEdgeNodeAcrossALinkCut(t *testing.T) {
 				firstFailure.CompareAndSwap(nil, fmt.Sprintf("GET %s: %v %v %s", path, resp, err, raw))
 			} else {
 				served.Add(1)
-				stale, err := strconv.ParseInt(resp.Header.Get(StaleHeader), 10, 64)
+				stale, err := strconv.ParseInt(resp.Header.Get(readnode.StaleHeader), 10, 64)
 				if err != nil {
 					failed.Add(1)
-					firstFailure.CompareAndSwap(nil, fmt.Sprintf("GET %s: %s %q", path, StaleHeader, resp.Header.Get(StaleHeader)))
+					firstFailure.CompareAndSwap(nil, fmt.Sprintf("GET %s: %s %q", path, readnode.StaleHeader, resp.Header.Get(readnode.StaleHeader)))
 				}
 				if stale > maxStale.Load() {
 					maxStale.Store(stale)
@@ -194,7 +195,7 @@ func TestEdgeNodeAcrossALinkCut(t *testing.T) {
 		t.Errorf("the edge failed %d of %d reads without a token; first: %v", failed.Load(), failed.Load()+served.Load(), firstFailure.Load())
 	}
 	if duringCut < 3 {
-		t.Errorf("%s reached %d during the cut, want ≥ 3", StaleHeader, duringCut)
+		t.Errorf("%s reached %d during the cut, want ≥ 3", readnode.StaleHeader, duringCut)
 	}
 	// The retry of the refused command, with its key, goes through now.
 	edge.api.expect(http.StatusCreated, http.MethodPost, "/v1/orders", customer, placeBody,
@@ -206,7 +207,7 @@ func TestEdgeNodeAcrossALinkCut(t *testing.T) {
 	}
 	checkMirror(t, s, edge, dir)
 	t.Logf("%d commands, %d of them after the cut; %d reads at the edge; %s reached %d",
-		commands, commands-cutAt, served.Load(), StaleHeader, duringCut)
+		commands, commands-cutAt, served.Load(), readnode.StaleHeader, duringCut)
 }
 
 // checkMirror compares the edge's mirror with the hub's stream, message by

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"github.com/jetcqrs/jetcqrs/internal/natstest"
 	"net/http"
 	"net/url"
 	"slices"
@@ -105,16 +106,16 @@ func TestClickHouseOutageConverges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := startProxy(t, u.Host)
-	cfg.ClickHouseURL = "clickhouse://" + proxy.addr() + u.Path
+	proxy := natstest.StartLink(t, u.Host)
+	cfg.ClickHouseURL = "clickhouse://" + proxy.Addr() + u.Path
 	s := startSystem(t, cfg, All)
 	admin := s.token("ops", domain.RoleAdmin)
 	skus := s.seedCatalog(admin, "CH", 6, 100_000)
 	w := s.startWorkload(admin, skus, 4, 0)
 	w.waitFor(100)
-	proxy.cut()
+	proxy.Cut()
 	outage(w, 3*time.Second)
-	proxy.restore()
+	proxy.Restore()
 	w.waitFor(w.count.Load() + 100)
 	commands := w.stop()
 

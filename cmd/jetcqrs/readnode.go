@@ -93,7 +93,7 @@ func (m *Main) openReadNode(ctx context.Context, tokens *auth.Tokens) (func(chi.
 			api.Mount(r)
 		})
 		if m.edge != nil {
-			m.mountCommandForward(r)
+			readnode.MountCommandForward(r, m.cfg.HubAPIURL, m.cfg.CommandTimeout, m.logger)
 		}
 		r.Group(func(r chi.Router) {
 			r.Use(httpx.Authenticate(tokens))
