@@ -78,7 +78,10 @@ type Config struct {
 	// or restarted during an outage delivers the same events again.
 	MaxDeliver int
 	// AckWait is how long the server waits for an ack before redelivering
-	// (default 30s); a worker retrying a batch extends it.
+	// (default 10s); a worker retrying a batch extends it. An event whose
+	// delivery was lost (a killed process, a pull request gone) holds up
+	// its partition that long, since a worker admits only the partition's
+	// next event.
 	AckWait time.Duration
 	// PinnedTTL is how soon another process takes over a partition whose
 	// pinned worker stopped pulling (default 5s).
@@ -129,7 +132,7 @@ func (c Config) withDefaults() Config {
 		c.MaxDeliver = 5
 	}
 	if c.AckWait == 0 {
-		c.AckWait = 30 * time.Second
+		c.AckWait = 10 * time.Second
 	}
 	if c.PinnedTTL == 0 {
 		c.PinnedTTL = 5 * time.Second
